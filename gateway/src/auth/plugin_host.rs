@@ -1,0 +1,538 @@
+//! Loading authentication backends from shared objects (contract §7).
+//!
+//! Each name in `plugins.chain` is a file in `plugins.dir` exporting the C ABI
+//! of the `container-gateway-plugin-abi` crate. Loading checks the file's
+//! permissions, binds every symbol up front, checks the ABI version and table
+//! size, then calls the plugin's `init`. A loaded library is never unloaded:
+//! Rust thread-local destructors pin it, and unloading buys nothing in a
+//! process that must restart to change plugins anyway.
+//!
+//! At run time the plugin is just an [`Authenticator`]: requests are marshalled
+//! into the C structs on the stack, and anything odd the plugin hands back
+//! (a panic, a status or document it should not produce, invalid UTF-8) is a
+//! [`BackendError`], so the request fails closed and the process lives.
+
+use std::borrow::Cow;
+use std::ffi::{CStr, c_void};
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use gateway_plugin_abi::{
+    ABI_VERSION, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, ENTRY_SYMBOL, EntryFn, level, status,
+};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use serde::Deserialize;
+use tracing::callsite::{Callsite, Identifier};
+use tracing::field::{Field, FieldSet, Value};
+use tracing::level_filters::LevelFilter;
+use tracing::metadata::Kind;
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata};
+
+use super::{AuthDecision, AuthFacts, Authenticator, BackendError, Identity};
+use crate::config::{PluginsConfig, Problem, Problems};
+
+/// Longest output accepted from a plugin; identity documents are tiny, and a
+/// reason longer than this is truncated for the logs.
+const MAX_OUTPUT: usize = 64 * 1024;
+/// Longest identifier (host UUID, login) accepted in an identity document.
+const MAX_ID_LEN: usize = 1024;
+/// Longest log line accepted from a plugin.
+const MAX_LOG_LINE: usize = 8 * 1024;
+/// Certificates per request marshalled without a heap allocation.
+const INLINE_CHAIN: usize = 4;
+
+unsafe extern "C" {
+    /// POSIX `geteuid(2)`: cannot fail and touches no memory.
+    safe fn geteuid() -> u32;
+}
+
+/// Load, check and initialise every plugin of `cfg.chain`, in order.
+///
+/// `client_ca` (`server.client_ca`) is passed to every plugin as the
+/// `client_ca` key of its configuration, unless `[plugins.settings.<name>]`
+/// sets it. Every problem is reported, not just the first.
+pub fn load_chain(cfg: &PluginsConfig, client_ca: &Path) -> Result<Vec<Arc<dyn Authenticator>>, Problems> {
+    let mut chain: Vec<Arc<dyn Authenticator>> = Vec::with_capacity(cfg.chain.len());
+    let mut problems = Vec::new();
+    for name in &cfg.chain {
+        match load_one(cfg, name, client_ca) {
+            Ok(plugin) => chain.push(Arc::new(plugin)),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if problems.is_empty() { Ok(chain) } else { Err(Problems(problems)) }
+}
+
+fn chain_problem(name: &str, path: &Path, message: impl std::fmt::Display) -> Problem {
+    Problem { key: "plugins.chain".to_owned(), message: format!("plugin {name} ({}): {message}", path.display()) }
+}
+
+fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginBackend, Problem> {
+    let path = cfg.library_path(name);
+    let config_json = plugin_config(cfg, name, client_ca).map_err(|message| Problem {
+        key: format!("plugins.settings.{name}"),
+        message: format!("plugin {name} ({}): {message}", path.display()),
+    })?;
+    check_permissions(&cfg.dir, &path, cfg.require_root_owner).map_err(|m| chain_problem(name, &path, m))?;
+
+    // SAFETY: loading runs the library's initialisers. The file passed the
+    // ownership and permission checks above, which is the trust decision the
+    // admin made by listing it in plugins.chain; RTLD_NOW makes missing
+    // symbols fail here rather than on a request.
+    let library = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| chain_problem(name, &path, format!("cannot load: {e}")))?;
+    // Never unloaded, whatever happens next (see the module docs).
+    let library: &'static Library = Box::leak(Box::new(library));
+
+    let symbol = ENTRY_SYMBOL.to_string_lossy();
+    // SAFETY: the symbol's type is fixed by the ABI for this name.
+    let entry: EntryFn = match unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.to_bytes_with_nul()) } {
+        Ok(f) => *f,
+        Err(_) => {
+            return Err(chain_problem(
+                name,
+                &path,
+                format!("does not export {symbol}: not a container-gateway auth plugin, or built for another ABI major version"),
+            ));
+        }
+    };
+    // SAFETY: calling the entry point has no precondition; it returns a
+    // pointer to a static table or null.
+    let table = unsafe { entry() };
+    if table.is_null() {
+        return Err(chain_problem(name, &path, format!("{symbol}() returned no table")));
+    }
+    // SAFETY: every version of the table starts with these two u32 fields, so
+    // reading them is in bounds whatever the plugin's version.
+    let (abi_version, struct_size) =
+        unsafe { (std::ptr::addr_of!((*table).abi_version).read(), std::ptr::addr_of!((*table).struct_size).read()) };
+    if abi_version != ABI_VERSION {
+        return Err(chain_problem(
+            name,
+            &path,
+            format!("ABI version mismatch: expected {ABI_VERSION}, found {abi_version}"),
+        ));
+    }
+    let known = std::mem::size_of::<CgAuthPluginV1>();
+    if (struct_size as usize) < known {
+        return Err(chain_problem(
+            name,
+            &path,
+            format!("plugin table too small: expected at least {known} bytes, found {struct_size}"),
+        ));
+    }
+    // SAFETY: the plugin declares a table of at least `known` bytes, static
+    // for the life of the (never unloaded) library.
+    let table: &'static CgAuthPluginV1 = unsafe { &*table };
+    let (Some(init), Some(authenticate), Some(free_buf), Some(destroy)) =
+        (table.init, table.authenticate, table.free_buf, table.destroy)
+    else {
+        return Err(chain_problem(name, &path, "plugin table has a null function pointer"));
+    };
+
+    let host = host_for(name);
+    let mut instance: *mut c_void = std::ptr::null_mut();
+    let mut error = CgBuf::EMPTY;
+    // SAFETY: `host` lives for the process, the configuration outlives the
+    // call, and both out-pointers are valid and initialised as the ABI requires.
+    let code = unsafe { init(host, CgStr::from_bytes(config_json.as_bytes()), &mut instance, &mut error) };
+    let error = OwnedBuf { buf: error, free: free_buf };
+    match code {
+        status::OK => Ok(PluginBackend { name: name.to_owned(), instance, authenticate, free_buf, destroy }),
+        status::ERROR | status::PANIC => {
+            let message = error.lossy();
+            let what = if code == status::PANIC { "init panicked" } else { "init failed" };
+            Err(Problem {
+                key: format!("plugins.settings.{name}"),
+                message: format!("plugin {name} ({}): {what}: {message}", path.display()),
+            })
+        }
+        other => Err(chain_problem(name, &path, format!("init returned unexpected status {other}"))),
+    }
+}
+
+/// The plugin's configuration: its settings table, plus `client_ca`.
+fn plugin_config(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<String, String> {
+    let mut object = match cfg.settings.get(name) {
+        None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+        Some(serde_json::Value::Object(map)) => map.clone(),
+        Some(_) => return Err("settings must be a table".to_owned()),
+    };
+    if !object.contains_key("client_ca") {
+        let ca = client_ca.to_str().ok_or("server.client_ca is not a UTF-8 path")?;
+        object.insert("client_ca".to_owned(), serde_json::Value::String(ca.to_owned()));
+    }
+    serde_json::to_string(&object).map_err(|e| format!("cannot encode settings: {e}"))
+}
+
+/// Loading runs the file's code with the gateway's privileges: refuse a file,
+/// or a directory leading to it, that someone else could have written.
+fn check_permissions(dir: &Path, path: &Path, require_root_owner: bool) -> Result<(), String> {
+    let euid = geteuid();
+    let check = |p: &Path, what: &str| -> Result<std::fs::Metadata, String> {
+        let meta = std::fs::metadata(p).map_err(|e| format!("cannot stat {what} {}: {e}", p.display()))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "{what} {} is group- or world-writable (mode {:04o}); refusing to load code from it",
+                p.display(),
+                mode & 0o7777
+            ));
+        }
+        if require_root_owner && meta.uid() != 0 && meta.uid() != euid {
+            return Err(format!(
+                "{what} {} is owned by uid {}, not root or the gateway's user (uid {euid})",
+                p.display(),
+                meta.uid()
+            ));
+        }
+        Ok(meta)
+    };
+    check(dir, "plugin directory")?;
+    let meta = check(path, "file")?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    // A symlink can lead elsewhere: the directory really holding the file matters too.
+    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    if let Some(parent) = real.parent() {
+        check(parent, "directory")?;
+    }
+    Ok(())
+}
+
+/// A plugin's output buffer, returned to the plugin on drop.
+struct OwnedBuf {
+    buf: CgBuf,
+    free: unsafe extern "C" fn(CgBuf),
+}
+
+impl OwnedBuf {
+    /// The bytes, or why they cannot be read.
+    fn bytes(&self) -> Result<&[u8], &'static str> {
+        match (self.buf.ptr.is_null(), self.buf.len) {
+            (true, 0) => Ok(&[]),
+            (true, _) => Err("null buffer with a non-zero length"),
+            (false, len) if len > MAX_OUTPUT => Err("output larger than 64 KiB"),
+            // SAFETY: the plugin hands over `len` readable bytes at `ptr`,
+            // valid until we pass the buffer to its `free_buf` in `drop`.
+            (false, len) => Ok(unsafe { std::slice::from_raw_parts(self.buf.ptr, len) }),
+        }
+    }
+
+    fn lossy(&self) -> String {
+        match self.bytes() {
+            Ok([]) => "(no message)".to_owned(),
+            Ok(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            Err(e) => format!("(unreadable message: {e})"),
+        }
+    }
+}
+
+impl Drop for OwnedBuf {
+    fn drop(&mut self) {
+        if !self.buf.ptr.is_null() {
+            let buf = CgBuf { ptr: self.buf.ptr, len: self.buf.len, cap: self.buf.cap };
+            // SAFETY: the buffer came from this plugin and is returned once.
+            unsafe { (self.free)(buf) };
+        }
+    }
+}
+
+/// One initialised plugin instance.
+struct PluginBackend {
+    name: String,
+    instance: *mut c_void,
+    authenticate: unsafe extern "C" fn(*const c_void, *const CgAuthRequest, *mut CgBuf) -> u32,
+    free_buf: unsafe extern "C" fn(CgBuf),
+    destroy: unsafe extern "C" fn(*mut c_void),
+}
+
+// SAFETY: the ABI requires `authenticate` to be callable concurrently from any
+// thread on one instance; the function pointers point into a library that is
+// never unloaded.
+unsafe impl Send for PluginBackend {}
+// SAFETY: as above; `PluginBackend` itself is immutable.
+unsafe impl Sync for PluginBackend {}
+
+impl Drop for PluginBackend {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self` means no call on this instance is in flight, and
+        // the instance is destroyed exactly once, as the ABI requires.
+        unsafe { (self.destroy)(self.instance) };
+    }
+}
+
+impl PluginBackend {
+    fn error(&self, message: impl Into<String>) -> BackendError {
+        BackendError { backend: self.name.clone(), message: message.into() }
+    }
+
+    fn call(&self, facts: &AuthFacts<'_>, chain: &[CgStr]) -> Result<AuthDecision, BackendError> {
+        let mut peer_text = [0u8; 64];
+        let peer = facts.peer.and_then(|p| {
+            let mut cursor = std::io::Cursor::new(&mut peer_text[..]);
+            write!(cursor, "{p}").ok()?;
+            let len = usize::try_from(cursor.position()).ok()?;
+            peer_text.get(..len)
+        });
+        let request = CgAuthRequest {
+            struct_size: std::mem::size_of::<CgAuthRequest>() as u32,
+            tls_chain: if chain.is_empty() { std::ptr::null() } else { chain.as_ptr() },
+            tls_chain_len: chain.len(),
+            forwarded_cert: CgStr::from_opt(facts.forwarded_cert),
+            authorization: CgStr::from_opt(facts.authorization.map(str::as_bytes)),
+            method: CgStr::from_bytes(facts.method.as_bytes()),
+            path: CgStr::from_bytes(facts.path.as_bytes()),
+            peer: CgStr::from_opt(peer),
+        };
+        let mut out = CgBuf::EMPTY;
+        // SAFETY: the instance came from this plugin's `init`; the request and
+        // everything it borrows outlive the call; `out` is initialised.
+        let code = unsafe { (self.authenticate)(self.instance, &request, &mut out) };
+        let out = OwnedBuf { buf: out, free: self.free_buf };
+        self.decode(code, &out)
+    }
+
+    fn decode(&self, code: u32, out: &OwnedBuf) -> Result<AuthDecision, BackendError> {
+        match code {
+            status::ABSTAIN => Ok(AuthDecision::Abstain),
+            status::ALLOW | status::TOKEN => {
+                let bytes = out.bytes().map_err(|e| self.error(e))?;
+                let text = std::str::from_utf8(bytes).map_err(|_| self.error("identity document is not UTF-8"))?;
+                let doc: IdentityDoc<'_> = serde_json::from_str(text)
+                    .map_err(|e| self.error(format!("malformed identity document: {e}")))?;
+                self.identity(code, doc)
+            }
+            status::DENY => {
+                let bytes = out.bytes().map_err(|e| self.error(e))?;
+                let reason = std::str::from_utf8(bytes).map_err(|_| self.error("deny reason is not UTF-8"))?;
+                Ok(AuthDecision::Deny(if reason.is_empty() { "denied".to_owned() } else { reason.to_owned() }))
+            }
+            status::ERROR => Err(self.error(format!("plugin error: {}", out.lossy()))),
+            status::PANIC => Err(self.error(format!("plugin panicked: {}", out.lossy()))),
+            other => Err(self.error(format!("plugin returned unknown status {other}"))),
+        }
+    }
+
+    fn identity(&self, code: u32, doc: IdentityDoc<'_>) -> Result<AuthDecision, BackendError> {
+        let id = |value: Option<Cow<'_, str>>, key: &str| -> Result<Arc<str>, BackendError> {
+            let value = value.ok_or_else(|| self.error(format!("{} document without \"{key}\"", doc.kind)))?;
+            if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+                return Err(self.error(format!("{} document with an invalid \"{key}\"", doc.kind)));
+            }
+            Ok(Arc::from(value.as_ref()))
+        };
+        match (code, doc.kind.as_ref()) {
+            (status::ALLOW, "host") => Ok(AuthDecision::Allow(Identity::Host(id(doc.id.clone(), "id")?))),
+            (status::ALLOW, "user") => Ok(AuthDecision::Allow(Identity::User(id(doc.id.clone(), "id")?))),
+            (status::ALLOW, "anonymous") => Ok(AuthDecision::Allow(Identity::Anonymous)),
+            (status::TOKEN, "token") => {
+                let digest = doc.sha256.as_deref().unwrap_or_default();
+                if digest.len() != 64 || !digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(self.error("token document: \"sha256\" must be 64 lowercase hex digits"));
+                }
+                Ok(AuthDecision::Token(digest.to_owned()))
+            }
+            (_, kind) => Err(self.error(format!("status {} with a document of kind {kind:?}", status::name(code)))),
+        }
+    }
+}
+
+/// `{"kind":"host","id":"..."}`, `{"kind":"user","id":"..."}`,
+/// `{"kind":"anonymous"}`, `{"kind":"token","sha256":"..."}`. Unknown keys
+/// are ignored so plugins can add some.
+#[derive(Deserialize)]
+struct IdentityDoc<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sha256: Option<Cow<'a, str>>,
+}
+
+impl Authenticator for PluginBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn authenticate(&self, facts: &AuthFacts<'_>) -> Result<AuthDecision, BackendError> {
+        let n = facts.tls_chain.len();
+        if n <= INLINE_CHAIN {
+            let mut inline = [CgStr::ABSENT; INLINE_CHAIN];
+            for (slot, der) in inline.iter_mut().zip(facts.tls_chain) {
+                *slot = CgStr::from_bytes(der);
+            }
+            self.call(facts, &inline[..n])
+        } else {
+            let chain: Vec<CgStr> = facts.tls_chain.iter().map(|der| CgStr::from_bytes(der)).collect();
+            self.call(facts, &chain)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Logging on behalf of plugins.
+//
+// A plugin links its own `tracing`, invisible to the gateway's subscriber, so
+// it logs through `CgHost::log`. Events are emitted with target
+// `plugin::<name>` so filters such as `plugin::rhsm-cert=debug` work. Targets
+// of `tracing` callsites are static, so each plugin gets one leaked callsite
+// per level, built at load time: the way `tracing`'s own macros build theirs,
+// through `Identifier`, which every `tracing` 0.1 release relies on.
+
+struct PluginCallsite {
+    metadata: OnceLock<Metadata<'static>>,
+    interest: AtomicU8,
+}
+
+const INTEREST_NEVER: u8 = 0;
+const INTEREST_SOMETIMES: u8 = 1;
+const INTEREST_ALWAYS: u8 = 2;
+
+/// Shown if a subscriber asks before the metadata is set (it cannot: it is
+/// set before registration).
+static PLACEHOLDER_CALLSITE: PluginCallsite =
+    PluginCallsite { metadata: OnceLock::new(), interest: AtomicU8::new(INTEREST_NEVER) };
+static PLACEHOLDER_METADATA: Metadata<'static> = Metadata::new(
+    "plugin log",
+    "plugin",
+    Level::TRACE,
+    None,
+    None,
+    None,
+    FieldSet::new(&["message"], Identifier(&PLACEHOLDER_CALLSITE)),
+    Kind::EVENT,
+);
+
+impl Callsite for PluginCallsite {
+    fn set_interest(&self, interest: Interest) {
+        let value = if interest.is_never() {
+            INTEREST_NEVER
+        } else if interest.is_always() {
+            INTEREST_ALWAYS
+        } else {
+            INTEREST_SOMETIMES
+        };
+        self.interest.store(value, Ordering::Relaxed);
+    }
+
+    fn metadata(&self) -> &Metadata<'_> {
+        self.metadata.get().unwrap_or(&PLACEHOLDER_METADATA)
+    }
+}
+
+/// A callsite, its metadata, and its one field (`message`).
+type LevelCallsite = (&'static PluginCallsite, &'static Metadata<'static>, Option<Field>);
+
+struct LogContext {
+    /// ERROR, WARN, INFO, DEBUG, TRACE.
+    callsites: [LevelCallsite; 5],
+}
+
+impl LogContext {
+    fn level(&self, code: u32) -> &LevelCallsite {
+        let index = match code {
+            0..=level::ERROR => 0,
+            level::WARN => 1,
+            level::INFO => 2,
+            level::DEBUG => 3,
+            _ => 4,
+        };
+        &self.callsites[index]
+    }
+
+    fn enabled(&self, code: u32) -> bool {
+        let (callsite, metadata, _) = self.level(code);
+        if *metadata.level() > LevelFilter::current() {
+            return false;
+        }
+        match callsite.interest.load(Ordering::Relaxed) {
+            INTEREST_NEVER => false,
+            INTEREST_ALWAYS => true,
+            _ => tracing::dispatcher::get_default(|d| d.enabled(metadata)),
+        }
+    }
+
+    fn log(&self, code: u32, message: &str) {
+        if !self.enabled(code) {
+            return;
+        }
+        let (_, metadata, Some(field)) = self.level(code) else {
+            return;
+        };
+        let values = [(field, Some(&message as &dyn Value))];
+        Event::dispatch(metadata, &metadata.fields().value_set(&values));
+    }
+}
+
+fn make_callsite(target: &'static str, level: Level) -> LevelCallsite {
+    let callsite: &'static PluginCallsite = Box::leak(Box::new(PluginCallsite {
+        metadata: OnceLock::new(),
+        interest: AtomicU8::new(INTEREST_SOMETIMES),
+    }));
+    let metadata = callsite.metadata.get_or_init(|| {
+        Metadata::new(
+            "plugin log",
+            target,
+            level,
+            None,
+            None,
+            Some(target),
+            FieldSet::new(&["message"], Identifier(callsite)),
+            Kind::EVENT,
+        )
+    });
+    tracing::callsite::register(callsite);
+    (callsite, metadata, metadata.fields().field("message"))
+}
+
+/// The `CgHost` for one plugin, leaked: the ABI promises it for the life of
+/// the process.
+fn host_for(name: &str) -> &'static CgHost {
+    let target: &'static str = Box::leak(format!("plugin::{name}").into_boxed_str());
+    let context: &'static LogContext = Box::leak(Box::new(LogContext {
+        callsites: [
+            make_callsite(target, Level::ERROR),
+            make_callsite(target, Level::WARN),
+            make_callsite(target, Level::INFO),
+            make_callsite(target, Level::DEBUG),
+            make_callsite(target, Level::TRACE),
+        ],
+    }));
+    Box::leak(Box::new(CgHost {
+        struct_size: std::mem::size_of::<CgHost>() as u32,
+        context: (context as *const LogContext).cast(),
+        log: Some(host_log),
+        log_enabled: Some(host_log_enabled),
+    }))
+}
+
+unsafe extern "C" fn host_log(context: *const c_void, level: u32, message: CgStr) {
+    // SAFETY: plugins pass back the context from `host_for`, a leaked `LogContext`.
+    let Some(context) = (unsafe { context.cast::<LogContext>().as_ref() }) else {
+        return;
+    };
+    // SAFETY: the plugin lends the message for the duration of this call.
+    let Some(bytes) = (unsafe { message.as_bytes() }) else {
+        return;
+    };
+    let bytes = &bytes[..bytes.len().min(MAX_LOG_LINE)];
+    let text = String::from_utf8_lossy(bytes);
+    // A panicking subscriber must not unwind into the plugin's frames.
+    let _ = catch_unwind(AssertUnwindSafe(|| context.log(level, &text)));
+}
+
+unsafe extern "C" fn host_log_enabled(context: *const c_void, level: u32) -> u32 {
+    // SAFETY: plugins pass back the context from `host_for`, a leaked `LogContext`.
+    let Some(context) = (unsafe { context.cast::<LogContext>().as_ref() }) else {
+        return 0;
+    };
+    catch_unwind(AssertUnwindSafe(|| u32::from(context.enabled(level)))).unwrap_or(0)
+}

@@ -1,0 +1,7 @@
+//! Client-facing HTTP: error format, query handling, and the route handlers.
+
+pub mod errors;
+pub mod forward;
+pub mod index_route;
+pub mod query;
+pub mod registry_routes;

@@ -1,0 +1,242 @@
+//! The container registry v2 routes, guarded per client.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use crate::auth::Identity;
+use crate::http::errors::{self, API_VERSION, API_VERSION_HEADER, Code};
+use crate::http::forward;
+use crate::http::query;
+use crate::registry::names::{valid_digest, valid_name, valid_reference};
+use crate::server::identify::{View, identify, view};
+use crate::server::shared::{Shared, Upstreams};
+
+/// What a `/v2/...` path asks for, parsed from the raw path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Ping,
+    Catalog,
+    Manifest { name: &'a str, reference: &'a str },
+    Blob { name: &'a str, digest: &'a str },
+    Tags { name: &'a str },
+    Upload,
+    Unknown,
+}
+
+/// Split a raw `/v2/...` path. Names and references are not validated here.
+pub fn route(path: &str) -> Route<'_> {
+    let Some(rest) = path.strip_prefix("/v2") else { return Route::Unknown };
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Route::Ping;
+    }
+    if rest.trim_end_matches('/') == "_catalog" {
+        return Route::Catalog;
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list").or_else(|| rest.strip_suffix("/tags/list/")) {
+        return Route::Tags { name };
+    }
+    if rest.contains("/blobs/uploads") {
+        return Route::Upload;
+    }
+    if let Some(i) = rest.rfind("/manifests/") {
+        return Route::Manifest { name: &rest[..i], reference: rest[i + "/manifests/".len()..].trim_end_matches('/') };
+    }
+    if let Some(i) = rest.rfind("/blobs/") {
+        return Route::Blob { name: &rest[..i], digest: rest[i + "/blobs/".len()..].trim_end_matches('/') };
+    }
+    Route::Unknown
+}
+
+fn bad(code: Code, message: &str) -> HttpResponse {
+    errors::respond(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// Entry point for everything under `/v2/` except `/v2/token`.
+pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Upstreams>) -> HttpResponse {
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let read = method == Method::GET || method == Method::HEAD;
+    let route = route(&path);
+    if !read {
+        return unsupported();
+    }
+    // Grammar first: nothing malformed reaches central or Pulp.
+    let repo = match &route {
+        Route::Manifest { name, reference } => {
+            if !valid_name(name) {
+                return bad(Code::NameInvalid, "invalid repository name");
+            }
+            if !valid_reference(reference) {
+                return bad(Code::ManifestInvalid, "invalid manifest reference");
+            }
+            Some(*name)
+        }
+        Route::Blob { name, digest } => {
+            if !valid_name(name) {
+                return bad(Code::NameInvalid, "invalid repository name");
+            }
+            if !valid_digest(digest) {
+                return bad(Code::DigestInvalid, "invalid digest");
+            }
+            Some(*name)
+        }
+        Route::Tags { name } => {
+            if !valid_name(name) {
+                return bad(Code::NameInvalid, "invalid repository name");
+            }
+            Some(*name)
+        }
+        Route::Upload => return unsupported(),
+        Route::Unknown => return errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route"),
+        Route::Ping | Route::Catalog => None,
+    };
+    let pairs = match query::pairs(req.query_string()) {
+        Ok(p) => p,
+        Err(e) => return bad(Code::Unsupported, &e.to_string()),
+    };
+
+    let identity = match identify(&req, &shared).await {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let s = &shared.config.server;
+    if route == Route::Ping {
+        return if identity.is_anonymous() {
+            errors::unauthorized(&s.public_url, &s.public_host, None, "authentication required")
+        } else {
+            json(StatusCode::OK, "{}".to_owned())
+        };
+    }
+    let view = match view(identity, &shared, &up).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    if route == Route::Catalog {
+        return catalog(&view, &pairs, &s.public_url);
+    }
+    let Some(name) = repo else { return errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route") };
+    if !view.visible(name) {
+        // Invisible and nonexistent repositories get the same answer.
+        return match view.identity {
+            Identity::Anonymous => errors::unauthorized(&s.public_url, &s.public_host, Some(name), "authentication required"),
+            _ => errors::respond(StatusCode::NOT_FOUND, Code::NameUnknown, "repository name not known to registry"),
+        };
+    }
+    match route {
+        Route::Tags { name } => {
+            let upstream_query = tags_query(&pairs);
+            let target = format!("/v2/{name}/tags/list{upstream_query}");
+            let mut resp = forward::relay(&req, &up.pulp, &shared.config.pulp, &target).await;
+            rewrite_link(&mut resp, &s.public_url, name);
+            resp
+        }
+        _ => {
+            // The raw path was validated whole, so it can be forwarded as is.
+            forward::relay(&req, &up.pulp, &shared.config.pulp, &path).await
+        }
+    }
+}
+
+fn unsupported() -> HttpResponse {
+    let mut r = errors::respond(StatusCode::METHOD_NOT_ALLOWED, Code::Unsupported, "this registry is a read-only mirror");
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+fn json(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header((API_VERSION_HEADER, API_VERSION))
+        .body(body)
+}
+
+#[derive(Serialize)]
+struct CatalogBody<'a> {
+    repositories: Vec<&'a str>,
+}
+
+/// `_catalog` from the pushed list: sorted, paginated with `n`/`last` and `Link`.
+fn catalog(view: &View, pairs: &[(String, String)], public_url: &str) -> HttpResponse {
+    let n = match query::first(pairs, "n") {
+        None => None,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) => Some(n),
+            Err(_) => return bad(Code::PaginationNumberInvalid, "n must be a non-negative integer"),
+        },
+    };
+    let last = query::first(pairs, "last").unwrap_or_default();
+    let names = view.snapshot.repository_names();
+    let visible: Vec<&str> =
+        names.iter().map(|n| &**n).filter(|name| *name > last && view.visible(name)).collect();
+    let (page, more) = match n {
+        Some(n) if n < visible.len() => (&visible[..n], true),
+        _ => (&visible[..], false),
+    };
+    let body = serde_json::to_string(&CatalogBody { repositories: page.to_vec() }).unwrap_or_else(|_| "{}".into());
+    let mut resp = json(StatusCode::OK, body);
+    if let (true, Some(n), Some(last)) = (more, n, page.last()) {
+        let q = form_urlencoded::Serializer::new(String::new()).append_pair("n", &n.to_string()).append_pair("last", last).finish();
+        if let Ok(v) = HeaderValue::from_str(&format!("<{public_url}/v2/_catalog?{q}>; rel=\"next\"")) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    resp
+}
+
+/// Only `n` and `last` go to Pulp, re-encoded.
+fn tags_query(pairs: &[(String, String)]) -> String {
+    let kept: Vec<(&str, &str)> =
+        pairs.iter().filter(|(k, _)| k == "n" || k == "last").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if kept.is_empty() {
+        return String::new();
+    }
+    format!("?{}", form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish())
+}
+
+/// Pulp's `Link` names Pulp; clients must come back to us.
+fn rewrite_link(resp: &mut HttpResponse, public_url: &str, name: &str) {
+    let Some(link) = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+        return;
+    };
+    let query = link.split_once('?').map(|(_, q)| q.split('>').next().unwrap_or_default()).unwrap_or_default();
+    let pairs = query::pairs(query).unwrap_or_default();
+    let rebuilt = format!("<{public_url}/v2/{name}/tags/list{}>; rel=\"next\"", tags_query(&pairs));
+    match HeaderValue::from_str(&rebuilt) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+        Err(_) => {
+            resp.headers_mut().remove(header::LINK);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("/v2/"), Route::Ping);
+        assert_eq!(route("/v2"), Route::Ping);
+        assert_eq!(route("/v2/_catalog"), Route::Catalog);
+        assert_eq!(route("/v2/a/b/manifests/latest"), Route::Manifest { name: "a/b", reference: "latest" });
+        assert_eq!(route("/v2/a/manifests/x/manifests/y"), Route::Manifest { name: "a/manifests/x", reference: "y" });
+        assert_eq!(route("/v2/a/blobs/sha256:00"), Route::Blob { name: "a", digest: "sha256:00" });
+        assert_eq!(route("/v2/a/tags/list"), Route::Tags { name: "a" });
+        assert_eq!(route("/v2/a/tags/list/"), Route::Tags { name: "a" });
+        assert_eq!(route("/v2/a/blobs/uploads/"), Route::Upload);
+        assert_eq!(route("/v2/a/b"), Route::Unknown);
+        assert_eq!(route("/v3/"), Route::Unknown);
+    }
+
+    #[test]
+    fn tags_query_keeps_only_pagination() {
+        let p = vec![("n".into(), "2".into()), ("x".into(), "y".into()), ("last".into(), "a b".into())];
+        assert_eq!(tags_query(&p), "?n=2&last=a+b");
+        assert_eq!(tags_query(&[]), "");
+    }
+}

@@ -1,0 +1,17 @@
+//! container-gateway: shows each client of a Katello smart proxy only the
+//! container and Flatpak repositories it is entitled to, in front of Pulp.
+
+pub mod auth;
+pub mod config;
+pub mod state;
+pub mod coalesce;
+pub mod entitlements;
+pub mod index;
+pub mod tls;
+pub mod http;
+pub mod registry;
+pub mod server;
+pub mod upstream;
+pub mod cli;
+pub mod demo;
+pub mod run;

@@ -1,0 +1,3 @@
+//! Registry names and references.
+
+pub mod names;

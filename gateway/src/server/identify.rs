@@ -1,0 +1,187 @@
+//! From a request to an identity and the repositories it may see.
+
+use std::sync::Arc;
+
+use actix_web::HttpRequest;
+use actix_web::http::StatusCode;
+use tracing::{debug, warn};
+
+use crate::auth::{AuthFacts, AuthFailure, Identity, Resolved, forwarded};
+use crate::entitlements::{EntitlementError, Grant};
+use crate::http::errors::{self, Code};
+use crate::server::conn::{PeerChain, Transport};
+use crate::server::shared::{Shared, Upstreams};
+use crate::state::{RepoSet, Snapshot};
+
+/// The facts of one request, owned so they can go to the blocking pool.
+struct OwnedFacts {
+    tls_chain: Arc<Vec<Vec<u8>>>,
+    forwarded: Option<Vec<u8>>,
+    authorization: Option<String>,
+    method: String,
+    path: String,
+    peer: Option<std::net::SocketAddr>,
+}
+
+/// Outcome of identification, as an HTTP answer when it fails.
+pub type Identified = Result<Identity, actix_web::HttpResponse>;
+
+fn gather(req: &HttpRequest, shared: &Shared, allow_forwarded: bool) -> Result<OwnedFacts, actix_web::HttpResponse> {
+    let tls = req.conn_data::<Transport>().copied() == Some(Transport::Tls);
+    let tls_chain = if tls { req.conn_data::<PeerChain>().map(|c| c.0.clone()) } else { None };
+    let peer = req.peer_addr();
+    let mut forwarded_cert = None;
+    if allow_forwarded {
+        for name in forwarded::HEADER_NAMES {
+            let Some(value) = req.headers().get(name) else { continue };
+            if !shared.config.server.is_trusted_frontend(peer) {
+                warn!(peer = ?peer, header = name, "ignoring a forwarded certificate header from a peer that is not a trusted frontend");
+                break;
+            }
+            match forwarded::decode(value.as_bytes()) {
+                Ok(Some(der)) => {
+                    forwarded_cert = Some(der);
+                    break;
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    debug!(error = %e, "undecodable forwarded certificate");
+                    return Err(errors::respond(StatusCode::UNAUTHORIZED, Code::Unauthorized, "invalid client certificate"));
+                }
+            }
+        }
+    }
+    let authorization = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(s) => Some(s.to_owned()),
+            Err(_) => {
+                return Err(errors::respond(StatusCode::BAD_REQUEST, Code::Unauthorized, "Authorization header is not ASCII"));
+            }
+        },
+    };
+    Ok(OwnedFacts {
+        tls_chain: tls_chain.unwrap_or_default(),
+        forwarded: forwarded_cert,
+        authorization: if allow_forwarded { authorization } else { None },
+        method: req.method().as_str().to_owned(),
+        path: req.path().to_owned(),
+        peer,
+    })
+}
+
+async fn run_chain(shared: &Arc<Shared>, facts: OwnedFacts) -> Result<Resolved, AuthFailure> {
+    let chain = shared.chain.clone();
+    let timeout = shared.config.plugins.call_timeout;
+    let call = actix_web::rt::task::spawn_blocking(move || {
+        let f = AuthFacts {
+            tls_chain: &facts.tls_chain,
+            forwarded_cert: facts.forwarded.as_deref(),
+            authorization: facts.authorization.as_deref(),
+            method: &facts.method,
+            path: &facts.path,
+            peer: facts.peer,
+        };
+        chain.resolve(&f)
+    });
+    let unavailable = |message: String| AuthFailure::Unavailable(crate::auth::BackendError { backend: "chain".into(), message });
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(unavailable(format!("auth call failed: {join}"))),
+        Err(_) => Err(unavailable(format!("auth chain took longer than {timeout:?}"))),
+    }
+}
+
+fn failure_response(shared: &Shared, failure: &AuthFailure) -> actix_web::HttpResponse {
+    match failure {
+        AuthFailure::Rejected { backend, reason } => {
+            debug!(backend = %backend, reason = %reason, "credentials rejected");
+            let s = &shared.config.server;
+            errors::unauthorized(&s.public_url, &s.public_host, None, "invalid credentials")
+        }
+        AuthFailure::Unavailable(e) => {
+            warn!(error = %e, "authentication could not decide; failing closed");
+            errors::unavailable("authentication is temporarily unavailable", 5)
+        }
+    }
+}
+
+/// Identify a client request (TLS certificate, forwarded certificate, bearer token).
+pub async fn identify(req: &HttpRequest, shared: &Arc<Shared>) -> Identified {
+    let facts = gather(req, shared, true)?;
+    match run_chain(shared, facts).await {
+        Ok(Resolved::Identity(id)) => {
+            use actix_web::HttpMessage;
+            req.extensions_mut().insert(id.clone());
+            Ok(id)
+        }
+        Ok(Resolved::Token(_digest)) => {
+            let s = &shared.config.server;
+            Err(errors::unauthorized(&s.public_url, &s.public_host, None, "bearer tokens are not accepted here"))
+        }
+        Err(f) => Err(failure_response(shared, &f)),
+    }
+}
+
+/// The CN of a management caller: only a certificate from this TLS handshake
+/// counts, never a forwarded header or a token.
+pub async fn tls_host(req: &HttpRequest, shared: &Arc<Shared>) -> Result<Option<Arc<str>>, actix_web::HttpResponse> {
+    let facts = gather(req, shared, false)?;
+    if facts.tls_chain.is_empty() {
+        return Ok(None);
+    }
+    match run_chain(shared, facts).await {
+        Ok(Resolved::Identity(Identity::Host(cn))) => Ok(Some(cn)),
+        Ok(_) => Ok(None),
+        Err(AuthFailure::Rejected { .. }) => Ok(None),
+        Err(f) => Err(failure_response(shared, &f)),
+    }
+}
+
+/// What an identity may see: the snapshot it was decided against plus its own grant.
+pub struct View {
+    pub identity: Identity,
+    pub snapshot: Arc<Snapshot>,
+    pub grant: Option<Grant>,
+}
+
+impl View {
+    pub fn granted(&self) -> Option<&RepoSet> {
+        self.grant.as_ref().map(|g| &g.repositories)
+    }
+
+    pub fn visible(&self, name: &str) -> bool {
+        self.snapshot.visible(name, self.granted())
+    }
+}
+
+/// Look up the entitlements of an identity.
+pub async fn view(identity: Identity, shared: &Arc<Shared>, up: &Upstreams) -> Result<View, actix_web::HttpResponse> {
+    let snapshot = shared.state.snapshot();
+    let grant = match &identity {
+        Identity::Anonymous => None,
+        Identity::Host(uuid) => {
+            let r = shared.entitlements.for_host(&snapshot, uuid, || up.central.catalog_for_host(uuid)).await;
+            Some(r.map_err(|e| entitlement_failure(shared, &e))?)
+        }
+        Identity::User(login) => snapshot.user_mapping(login).map(|m| Grant {
+            repositories: m.repositories.clone(),
+            source: crate::entitlements::Source::Pushed,
+            age: std::time::SystemTime::now().duration_since(m.updated_at).unwrap_or_default(),
+        }),
+    };
+    Ok(View { identity, snapshot, grant })
+}
+
+fn entitlement_failure(shared: &Shared, e: &EntitlementError) -> actix_web::HttpResponse {
+    match e {
+        EntitlementError::Unavailable(reason) => {
+            warn!(reason = %reason, "no entitlements available; failing closed");
+            errors::unavailable("entitlements are temporarily unavailable", 10)
+        }
+        EntitlementError::Rejected => {
+            let s = &shared.config.server;
+            errors::unauthorized(&s.public_url, &s.public_host, None, "invalid credentials")
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Pulp's index, parsed once per upstream version, and the filtered bodies
+//! built from it, kept per (upstream version, snapshot generation, grant).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
+
+use crate::coalesce::Coalescer;
+use crate::index::{Filtered, UpstreamIndex, gzip};
+use crate::state::RepoSet;
+use crate::upstream::UpstreamError;
+
+/// One version of Pulp's answer for one query.
+pub struct UpstreamVersion {
+    pub index: Arc<UpstreamIndex>,
+    pub version: u64,
+    fetched: Instant,
+    digest: [u8; 32],
+}
+
+impl UpstreamVersion {
+    pub fn age(&self) -> Duration {
+        self.fetched.elapsed()
+    }
+}
+
+/// A filtered body, gzipped on first demand.
+pub struct FilteredBody {
+    pub filtered: Filtered,
+    gzipped: OnceLock<Bytes>,
+}
+
+impl FilteredBody {
+    pub fn gzipped(&self) -> Bytes {
+        self.gzipped.get_or_init(|| gzip(&self.filtered.body)).clone()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FilterKey {
+    version: u64,
+    generation: u64,
+    grant: Option<RepoSet>,
+}
+
+/// Why Pulp's index could not be had.
+#[derive(Clone, Debug)]
+pub enum FetchError {
+    Upstream(UpstreamError),
+    /// Pulp answered with an error status; relayed to the client.
+    Status { status: u16, detail: String },
+    /// Pulp answered 200 with something that is not an index.
+    Malformed(String),
+}
+
+/// Bytes of filtered bodies kept before old ones are dropped.
+const FILTERED_BUDGET: usize = 256 * 1024 * 1024;
+
+#[derive(Default)]
+pub struct IndexCache {
+    upstream: DashMap<String, Arc<UpstreamVersion>>,
+    fetches: Coalescer<String, Result<Arc<UpstreamVersion>, FetchError>>,
+    filtered: DashMap<FilterKey, Arc<FilteredBody>>,
+    filtered_bytes: AtomicUsize,
+    next_version: AtomicU64,
+    pub kept_entries: AtomicU64,
+    pub dropped_entries: AtomicU64,
+}
+
+impl IndexCache {
+    /// The current upstream version for `key` (kind + canonical query): cached
+    /// while younger than `ttl`, else fetched (coalesced). On fetch failure a
+    /// previous version younger than `stale_for` is served.
+    pub async fn upstream<F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        stale_for: Duration,
+        fetch: F,
+    ) -> Result<Arc<UpstreamVersion>, FetchError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(u16, Bytes), FetchError>>,
+    {
+        let previous = self.upstream.get(key).map(|v| v.clone());
+        if let Some(v) = &previous
+            && v.age() < ttl
+        {
+            return Ok(v.clone());
+        }
+        let result = self
+            .fetches
+            .run(key.to_owned(), || async {
+                let (status, body) = fetch().await?;
+                if status != 200 {
+                    return Err(FetchError::Status { status, detail: detail_of(&body) });
+                }
+                let digest: [u8; 32] = Sha256::digest(&body).into();
+                let current = self.upstream.get(key).map(|v| v.clone());
+                let version = match &current {
+                    // Same bytes as before: keep the version so filtered bodies stay cached.
+                    Some(c) if c.digest == digest => c.version,
+                    _ => self.next_version.fetch_add(1, Ordering::Relaxed) + 1,
+                };
+                let index = match &current {
+                    Some(c) if c.digest == digest => c.index.clone(),
+                    _ => Arc::new(UpstreamIndex::parse(body).map_err(|e| FetchError::Malformed(e.to_string()))?),
+                };
+                let fresh = Arc::new(UpstreamVersion { index, version, fetched: Instant::now(), digest });
+                self.upstream.insert(key.to_owned(), fresh.clone());
+                Ok(fresh)
+            })
+            .await;
+        match result {
+            Ok(v) => Ok(v),
+            Err(FetchError::Upstream(e)) => match previous {
+                Some(v) if v.age() < stale_for => {
+                    tracing::warn!(error = %e, age_secs = v.age().as_secs(), "Pulp unavailable; serving the previous index");
+                    Ok(v)
+                }
+                _ => Err(FetchError::Upstream(e)),
+            },
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The filtered body for one client's view of an upstream version.
+    pub fn filtered(
+        &self,
+        upstream: &UpstreamVersion,
+        generation: u64,
+        grant: Option<&RepoSet>,
+        registry_url: &str,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Arc<FilteredBody> {
+        let key = FilterKey { version: upstream.version, generation, grant: grant.cloned() };
+        if let Some(hit) = self.filtered.get(&key) {
+            return hit.clone();
+        }
+        let filtered = upstream.index.filter(registry_url, visible);
+        self.kept_entries.fetch_add(filtered.kept as u64, Ordering::Relaxed);
+        self.dropped_entries.fetch_add(filtered.dropped as u64, Ordering::Relaxed);
+        let size = filtered.body.len();
+        let body = Arc::new(FilteredBody { filtered, gzipped: OnceLock::new() });
+        if self.filtered_bytes.fetch_add(size, Ordering::Relaxed) + size > FILTERED_BUDGET {
+            self.shrink(upstream.version, generation);
+        }
+        self.filtered.insert(key, body.clone());
+        body
+    }
+
+    fn shrink(&self, version: u64, generation: u64) {
+        self.filtered.retain(|k, _| k.version == version && k.generation == generation);
+        let mut total: usize = self.filtered.iter().map(|e| e.filtered.body.len()).sum();
+        if total > FILTERED_BUDGET / 2 {
+            self.filtered.clear();
+            total = 0;
+        }
+        self.filtered_bytes.store(total, Ordering::Relaxed);
+    }
+}
+
+/// Pulp's `{"detail": "..."}` message, if any, for relaying an index error.
+fn detail_of(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        detail: String,
+    }
+    serde_json::from_slice::<Detail>(body)
+        .map(|d| d.detail.chars().take(200).collect())
+        .unwrap_or_default()
+}

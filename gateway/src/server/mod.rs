@@ -1,0 +1,183 @@
+//! The HTTP server: listeners, TLS, routes, and the shared state behind them.
+
+mod access_log;
+pub mod conn;
+pub mod identify;
+pub mod index_cache;
+pub mod shared;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+use crate::auth::{AuthChain, Authenticator};
+use crate::config::{Config, Problems};
+use crate::entitlements::Entitlements;
+use crate::http::errors::{self, Code};
+use crate::http::{index_route, registry_routes};
+use crate::state::{LoadReport, StateStore};
+use crate::tls::ServerTls;
+use shared::{Shared, Upstreams};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] Problems),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Knobs that differ between the service and tests or the demo.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// Let actix handle SIGTERM/SIGINT (graceful stop). Off when several
+    /// servers share a process (tests, demo).
+    pub handle_signals: bool,
+    /// Backends to use instead of loading `plugins.chain` (demo, tests).
+    pub backends: Option<Vec<Arc<dyn Authenticator>>>,
+}
+
+/// A started gateway.
+pub struct Running {
+    pub tls_addrs: Vec<SocketAddr>,
+    pub plain_addrs: Vec<SocketAddr>,
+    pub handle: actix_web::dev::ServerHandle,
+    pub shared: Arc<Shared>,
+    pub tls: Option<ServerTls>,
+    pub state_report: Arc<LoadReport>,
+    server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Wait until the server stops.
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+fn tls_problem(key: &str, e: impl std::fmt::Display) -> Problems {
+    Problems::one(key, e.to_string())
+}
+
+/// Everything that can be checked without binding: TLS material, upstream TLS,
+/// plugins. Used by `serve` and `check-config` alike.
+pub struct Prepared {
+    pub tls: Option<ServerTls>,
+    pub pulp_tls: Option<Arc<rustls::ClientConfig>>,
+    pub central_tls: Option<Arc<rustls::ClientConfig>>,
+    pub backends: Vec<Arc<dyn Authenticator>>,
+}
+
+pub fn prepare(config: &Config, backends: Option<Vec<Arc<dyn Authenticator>>>) -> Result<Prepared, Problems> {
+    let mut problems = Vec::new();
+    let s = &config.server;
+    let tls = if s.listen.is_empty() {
+        None
+    } else {
+        ServerTls::build(&s.tls_cert, &s.tls_key, &s.client_ca)
+            .map_err(|e| problems.extend(tls_problem("server.tls_cert", e).0))
+            .ok()
+    };
+    let upstream = |key: &str, url: &str, tls: &crate::config::UpstreamTls, problems: &mut Vec<_>| {
+        if !url.starts_with("https://") {
+            return None;
+        }
+        crate::tls::client_config(tls).map_err(|e| problems.extend(tls_problem(key, e).0)).ok()
+    };
+    let pulp_tls = upstream("pulp.ssl_cert", &config.pulp.endpoint, &config.pulp.tls, &mut problems);
+    let central_tls = upstream("central.ssl_cert", &config.central.url, &config.central.tls, &mut problems);
+    let backends = match backends {
+        Some(b) => b,
+        None => crate::auth::plugin_host::load_chain(&config.plugins, &config.server.client_ca)
+            .map_err(|p| problems.extend(p.0))
+            .unwrap_or_default(),
+    };
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    Ok(Prepared { tls, pulp_tls, central_tls, backends })
+}
+
+/// Bind the listeners and start serving. Must run inside an actix system.
+pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
+    let prepared = prepare(&config, options.backends)?;
+    let (state, report) = StateStore::open(&config.state_dir);
+    for problem in &report.problems {
+        tracing::error!(problem = %problem, "persisted state");
+    }
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        state: Arc::new(state),
+        chain: AuthChain::new(prepared.backends),
+        entitlements: Entitlements::new(config.cache.clone()),
+        index: Default::default(),
+        pulp_tls: prepared.pulp_tls,
+        central_tls: prepared.central_tls,
+    });
+
+    let app_shared = shared.clone();
+    let mut server = HttpServer::new(move || {
+        let upstreams = Upstreams::new(&app_shared);
+        App::new()
+            .app_data(web::Data::from(app_shared.clone()))
+            .app_data(web::Data::new(upstreams))
+            .wrap(actix_web::middleware::from_fn(access_log::log))
+            .configure(routes)
+    })
+    .on_connect(conn::capture)
+    .client_request_timeout(config.server.client_request_timeout)
+    .client_disconnect_timeout(std::time::Duration::from_secs(5))
+    .tls_handshake_timeout(config.server.client_request_timeout)
+    .shutdown_timeout(config.server.shutdown_timeout.as_secs());
+    if config.server.workers > 0 {
+        server = server.workers(config.server.workers);
+    }
+    if !options.handle_signals {
+        server = server.disable_signals();
+    }
+
+    let bind = |addr: &SocketAddr| TcpListener::bind(addr).map_err(|source| StartError::Bind { addr: *addr, source });
+    let mut tls_addrs = Vec::new();
+    if let Some(tls) = &prepared.tls {
+        for addr in &config.server.listen {
+            let listener = bind(addr)?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind { addr: *addr, source })?;
+            server = server
+                .listen_rustls_0_23(listener, (*tls.config).clone())
+                .map_err(|source| StartError::Bind { addr: *addr, source })?;
+            tls_addrs.push(local);
+        }
+    }
+    let mut plain_addrs = Vec::new();
+    for addr in &config.server.listen_plain {
+        let listener = bind(addr)?;
+        let local = listener.local_addr().map_err(|source| StartError::Bind { addr: *addr, source })?;
+        server = server.listen(listener).map_err(|source| StartError::Bind { addr: *addr, source })?;
+        plain_addrs.push(local);
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let server = actix_web::rt::spawn(server);
+    tracing::info!(tls = ?tls_addrs, plain = ?plain_addrs, backends = ?shared.chain.names(), "listening");
+    Ok(Running { tls_addrs, plain_addrs, handle, shared, tls: prepared.tls, state_report: Arc::new(report), server })
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/index/static", "/index/static/", "/index/dynamic", "/index/dynamic/"])
+            .route(web::get().to(index_route::index))
+            .route(web::head().to(index_route::index)),
+    )
+    .service(web::resource(["/v2", "/v2/{tail:.*}"]).to(registry_routes::dispatch))
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(_req: HttpRequest) -> HttpResponse {
+    errors::respond(actix_web::http::StatusCode::NOT_FOUND, Code::NotFound, "no such route")
+}

@@ -1,0 +1,126 @@
+//! container-gateway authentication plugin for subscription certificates.
+//!
+//! A registered host presents its Candlepin certificate (the consumer identity
+//! or SCA content-access certificate, `CN=<consumer uuid>`), either in the TLS
+//! handshake or through a trusted frontend's header. This plugin verifies it
+//! against the configured CA bundle (katello-default-ca) and answers
+//! `Host(<CN>)`; a certificate that is present but does not verify is denied
+//! (401), never passed on to a weaker backend; no certificate at all abstains.
+//!
+//! Configuration (JSON object at init):
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `client_ca` | required | PEM bundle of trusted CAs (the gateway fills it from `server.client_ca`) |
+//! | `cache_capacity` | 10000 | verified certificates remembered; 0 disables the cache |
+//! | `cache_ttl_secs` | 300 | how long a verification is reused |
+
+mod cache;
+mod verify;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gateway_plugin_abi::{AuthPlugin, Decision, Identity, Level, Logger, Request};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use x509_parser::time::ASN1Time;
+
+pub use verify::{MAX_INTERMEDIATES_IN_PATH, MAX_PRESENTED_INTERMEDIATES};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    client_ca: PathBuf,
+    #[serde(default = "default_cache_capacity")]
+    cache_capacity: usize,
+    #[serde(default = "default_cache_ttl_secs")]
+    cache_ttl_secs: u64,
+}
+
+fn default_cache_capacity() -> usize {
+    10_000
+}
+
+fn default_cache_ttl_secs() -> u64 {
+    300
+}
+
+/// The plugin instance: the trusted CAs and the verification cache.
+pub struct RhsmCert {
+    anchors: Vec<verify::Anchor>,
+    cache: cache::Cache,
+    log: Logger,
+}
+
+impl RhsmCert {
+    fn load_anchors(path: &std::path::Path, log: &Logger) -> Result<Vec<verify::Anchor>, String> {
+        let shown = path.display();
+        let iter = CertificateDer::pem_file_iter(path).map_err(|e| format!("client_ca {shown}: {e}"))?;
+        let mut anchors = Vec::new();
+        for (index, item) in iter.enumerate() {
+            let der = item.map_err(|e| format!("client_ca {shown}: certificate #{}: {e}", index + 1))?;
+            match verify::Anchor::new(der.to_vec()) {
+                Ok(anchor) => anchors.push(anchor),
+                Err(reason) => log.warn(&format!("client_ca {shown}: skipping certificate #{}: {reason}", index + 1)),
+            }
+        }
+        if anchors.is_empty() {
+            return Err(format!("client_ca {shown}: no CA certificate found"));
+        }
+        Ok(anchors)
+    }
+}
+
+impl AuthPlugin for RhsmCert {
+    const NAME: &'static std::ffi::CStr = c"rhsm-cert";
+
+    fn init(config_json: &str, log: Logger) -> Result<Self, String> {
+        let settings: Settings =
+            serde_json::from_str(config_json).map_err(|e| format!("invalid rhsm-cert settings: {e}"))?;
+        let anchors = Self::load_anchors(&settings.client_ca, &log)?;
+        log.log_fmt(
+            Level::Info,
+            format_args!(
+                "trusting {} CA certificate(s) from {}: {}",
+                anchors.len(),
+                settings.client_ca.display(),
+                anchors.iter().map(verify::Anchor::subject).collect::<Vec<_>>().join("; ")
+            ),
+        );
+        Ok(RhsmCert {
+            anchors,
+            cache: cache::Cache::new(settings.cache_capacity, Duration::from_secs(settings.cache_ttl_secs)),
+            log,
+        })
+    }
+
+    fn authenticate(&self, request: &Request<'_>) -> Decision {
+        let (leaf, source) = match (request.tls_leaf(), request.forwarded_cert()) {
+            (Some(leaf), _) => (leaf, "TLS"),
+            (None, Some(forwarded)) => (forwarded, "forwarded"),
+            (None, None) => return Decision::Abstain,
+        };
+        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let key: cache::Key = Sha256::digest(leaf).into();
+        if let Some(cn) = self.cache.get(&key, now_unix) {
+            return Decision::Allow(Identity::Host(cn));
+        }
+        // Only the TLS path carries intermediates; a forwarded request has an
+        // empty chain, so this is empty there.
+        let presented = request.tls_chain().skip(1);
+        match verify::verify(leaf, presented, &self.anchors, ASN1Time::now()) {
+            Ok(verified) => {
+                self.log.log_fmt(Level::Debug, format_args!("{source} certificate verified for host {}", verified.cn));
+                let cn = verified.cn.clone();
+                self.cache.insert(key, verified);
+                Decision::Allow(Identity::Host(cn))
+            }
+            Err(reason) => Decision::Deny(format!("{source} client certificate: {reason}")),
+        }
+    }
+}
+
+gateway_plugin_abi::export_auth_plugin!(RhsmCert);
