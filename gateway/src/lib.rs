@@ -15,3 +15,4 @@ pub mod upstream;
 pub mod cli;
 pub mod demo;
 pub mod run;
+pub mod management;

@@ -306,6 +306,48 @@ pub(crate) fn dropping_response(status: StatusCode, content_type: &str, declared
         .body(actix_web::body::SizedStream::new(declared_len, futures_util::stream::iter(chunks)))
 }
 
+/// Keep `resp`'s head (with its `Content-Length`) but cut the body after half
+/// of it, then drop the connection.
+pub(crate) fn truncate_response(resp: HttpResponse) -> HttpResponse {
+    use actix_web::body::{BodySize, MessageBody};
+    let (resp, body) = resp.into_parts();
+    let declared = match body.size() {
+        BodySize::Sized(n) if n > 0 => n,
+        _ => 2,
+    };
+    let stream = Truncating { body, left: declared / 2 };
+    resp.set_body(actix_web::body::SizedStream::new(declared, stream)).map_into_boxed_body()
+}
+
+struct Truncating {
+    body: actix_web::body::BoxBody,
+    left: u64,
+}
+
+impl futures_util::Stream for Truncating {
+    type Item = Result<Bytes, InjectedDrop>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        use actix_web::body::MessageBody;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(Some(Err(InjectedDrop)));
+        }
+        match std::pin::Pin::new(&mut this.body).poll_next(cx) {
+            Poll::Ready(Some(Ok(mut chunk))) => {
+                if chunk.len() as u64 > this.left {
+                    chunk.truncate(this.left as usize);
+                }
+                this.left -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Ready(None) => Poll::Ready(Some(Err(InjectedDrop))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Running an actix server on its own thread
 // ---------------------------------------------------------------------------
@@ -382,4 +424,641 @@ pub(crate) fn bind_retrying(addr: SocketAddr) -> io::Result<TcpListener> {
 /// `127.0.0.1:0`.
 pub(crate) fn any_loopback_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+// ---------------------------------------------------------------------------
+// The gateway under test
+// ---------------------------------------------------------------------------
+
+use std::path::{Path, PathBuf};
+
+use container_gateway::auth::Authenticator;
+use container_gateway::config::Config;
+use container_gateway::server::shared::Shared;
+
+use crate::client::{Curl, TestClient};
+use crate::fake_central::{FakeCentral, FakeCentralBuilder};
+use crate::fake_pulp::{FakePulp, FakePulpBuilder};
+use crate::pki::{Issued, Pki, PkiFiles};
+use crate::plugins::PluginDir;
+
+/// CN of the client certificate the gateway presents to Pulp and central.
+pub const UPSTREAM_CLIENT_CN: &str = "proxy.example.com";
+
+/// Route gateway logs to stderr when `RUST_LOG` is set (once per process).
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
+/// TLS material for a fake upstream from the test PKI: server cert for
+/// 127.0.0.1/localhost, requiring a client cert signed by the same CA.
+pub fn upstream_tls(pki: &Pki) -> ServerTls {
+    let server = pki.server_cert();
+    ServerTls { cert_chain_pem: server.chain_pem(), key_pem: server.key_pem, client_ca_pem: Some(pki.ca_pem()) }
+}
+
+/// A free loopback port (bound and released; the kernel does not hand it out again soon).
+fn free_port() -> io::Result<SocketAddr> {
+    TcpListener::bind(any_loopback_port())?.local_addr()
+}
+
+/// Set `dotted.key = value` in a TOML table, creating tables on the way.
+fn toml_set(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut t = table;
+    for p in parts {
+        let entry = t.entry(p.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = match entry {
+            toml::Value::Table(inner) => inner,
+            _ => unreachable!("replaced by a table just above"),
+        };
+    }
+    t.insert(last.to_owned(), value);
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Configures a gateway for a test. Every knob writes a key of `gateway.toml`;
+/// [`GatewayBuilder::set`] writes any other.
+pub struct GatewayBuilder {
+    pki: Arc<Pki>,
+    table: toml::Table,
+    plain: bool,
+    admin: bool,
+    public_url: Option<String>,
+    plugins: Vec<String>,
+    backends: Option<Vec<Arc<dyn Authenticator>>>,
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        Self::new(Arc::new(Pki::new()))
+    }
+}
+
+impl GatewayBuilder {
+    /// A gateway using this PKI: its server certificate, and its CA as the
+    /// client CA (katello-default-ca). Defaults: TLS listener only, 2 workers,
+    /// plugins `rhsm-cert` + `katello-token`, upstream timeouts 5 s, cache TTL
+    /// 300 s / stale 3600 s, admin listener off, Pulp and central at
+    /// unreachable `http://127.0.0.1:9` until [`GatewayBuilder::pulp`] / [`GatewayBuilder::central`].
+    pub fn new(pki: Arc<Pki>) -> GatewayBuilder {
+        let mut b = GatewayBuilder {
+            pki,
+            table: toml::Table::new(),
+            plain: false,
+            admin: false,
+            public_url: None,
+            plugins: vec!["rhsm-cert".into(), "katello-token".into()],
+            backends: None,
+        };
+        b = b
+            .set("server.trusted_frontends", toml::Value::Array(vec!["127.0.0.1/32".into(), "::1/128".into()]))
+            .set("server.workers", 2)
+            .set("server.shutdown_timeout_secs", 1)
+            .set("pulp.endpoint", "http://127.0.0.1:9")
+            .set("pulp.registry_path", "/pulpcore_registry")
+            .set("pulp.timeout_secs", 5)
+            .set("central.url", "http://127.0.0.1:9")
+            .set("central.timeout_secs", 5)
+            .set("management.allowed_cns", toml::Value::Array(vec![crate::pki::MANAGEMENT_CN.into()]))
+            .set("plugins.require_root_owner", false)
+            .set("log.filter", "info");
+        b
+    }
+
+    /// Set any key of `gateway.toml` (`"cache.ttl_secs"`, `"pulp.client_endpoint"`, ...).
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        toml_set(&mut self.table, key, value.into());
+        self
+    }
+
+    /// Point `pulp.*` at a fake Pulp (endpoint, registry path, and mTLS material when it is https).
+    pub fn pulp(self, pulp: &FakePulp) -> Self {
+        self.pulp_at(pulp.url(), pulp.registry_path())
+    }
+
+    /// Point `pulp.*` at any URL (`https://` gets the test CA and our client cert).
+    pub fn pulp_at(self, endpoint: &str, registry_path: &str) -> Self {
+        self.set("pulp.endpoint", endpoint).set("pulp.registry_path", registry_path).upstream_tls_keys("pulp", endpoint)
+    }
+
+    /// Point `central.*` at a fake central.
+    pub fn central(self, central: &FakeCentral) -> Self {
+        self.central_at(central.url())
+    }
+
+    pub fn central_at(self, url: &str) -> Self {
+        self.set("central.url", url).upstream_tls_keys("central", url)
+    }
+
+    fn upstream_tls_keys(mut self, table: &str, url: &str) -> Self {
+        // Paths are filled in at start, when the PKI files exist; remember the intent.
+        if url.starts_with("https://") {
+            toml_set(&mut self.table, &format!("{table}.ssl_ca"), "@ca".into());
+            toml_set(&mut self.table, &format!("{table}.ssl_cert"), "@upstream-cert".into());
+            toml_set(&mut self.table, &format!("{table}.ssl_key"), "@upstream-key".into());
+        } else {
+            for k in ["ssl_ca", "ssl_cert", "ssl_key"] {
+                toml_set(&mut self.table, &format!("{table}.{k}"), "".into());
+            }
+        }
+        self
+    }
+
+    /// Also listen on plain HTTP (`server.listen_plain`), for frontend tests.
+    pub fn plain_listener(mut self, on: bool) -> Self {
+        self.plain = on;
+        self
+    }
+
+    /// `server.trusted_frontends`.
+    pub fn trusted_frontends(self, nets: &[&str]) -> Self {
+        self.set("server.trusted_frontends", toml::Value::Array(nets.iter().map(|n| (*n).into()).collect()))
+    }
+
+    /// `server.public_url` (default `https://127.0.0.1:<tls port>`).
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.public_url = Some(url.to_owned());
+        self
+    }
+
+    /// `cache.ttl_secs` (and raises `stale_if_error_secs` to it when lower).
+    pub fn cache_ttl(self, secs: u64) -> Self {
+        let stale = self.table.get("cache").and_then(|c| c.get("stale_if_error_secs")).and_then(|v| v.as_integer());
+        let b = self.set("cache.ttl_secs", secs as i64);
+        if stale.is_none_or(|s| (s as u64) < secs) { b.set("cache.stale_if_error_secs", (secs.max(3600)) as i64) } else { b }
+    }
+
+    /// `cache.stale_if_error_secs`.
+    pub fn stale_if_error(self, secs: u64) -> Self {
+        self.set("cache.stale_if_error_secs", secs as i64)
+    }
+
+    /// `cache.negative_ttl_secs`.
+    pub fn negative_ttl(self, secs: u64) -> Self {
+        self.set("cache.negative_ttl_secs", secs as i64)
+    }
+
+    /// `pulp.index_ttl_secs`.
+    pub fn index_ttl(self, secs: u64) -> Self {
+        self.set("pulp.index_ttl_secs", secs as i64)
+    }
+
+    /// `pulp.timeout_secs` and `central.timeout_secs`.
+    pub fn upstream_timeout(self, secs: u64) -> Self {
+        self.set("pulp.timeout_secs", secs as i64).set("central.timeout_secs", secs as i64)
+    }
+
+    /// `pulp.client_endpoint`.
+    pub fn client_endpoint(self, url: &str) -> Self {
+        self.set("pulp.client_endpoint", url)
+    }
+
+    /// `management.allowed_cns`.
+    pub fn allowed_cns(self, cns: &[&str]) -> Self {
+        self.set("management.allowed_cns", toml::Value::Array(cns.iter().map(|n| (*n).into()).collect()))
+    }
+
+    /// `plugins.chain` (the `.so` files are staged into a private `plugins.dir`).
+    pub fn plugins(mut self, chain: &[&str]) -> Self {
+        self.plugins = chain.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Use these in-process backends instead of loading plugins.
+    pub fn backends(mut self, backends: Vec<Arc<dyn Authenticator>>) -> Self {
+        self.backends = Some(backends);
+        self
+    }
+
+    /// Serve the admin listener on a free loopback port.
+    pub fn admin_listener(mut self, on: bool) -> Self {
+        self.admin = on;
+        self
+    }
+
+    /// `server.workers`.
+    pub fn workers(self, n: usize) -> Self {
+        self.set("server.workers", n as i64)
+    }
+
+    /// Start, panicking with every configuration problem when it cannot.
+    pub fn start(self) -> Gateway {
+        self.try_start().unwrap_or_else(|e| panic!("gateway does not start: {e}"))
+    }
+
+    /// Start; `Err` carries the configuration problems or the start error.
+    pub fn try_start(self) -> Result<Gateway, String> {
+        init_logging();
+        let dir = tempfile::Builder::new().prefix("gw-test-").tempdir().map_err(|e| e.to_string())?;
+        let pki_dir = dir.path().join("pki");
+        let state_dir = dir.path().join("state");
+        for d in [&pki_dir, &state_dir] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let files = self.pki.write_to(&pki_dir);
+        let upstream = self.pki.management_cert(UPSTREAM_CLIENT_CN);
+        let (upstream_cert, upstream_key) = upstream.write_to(&pki_dir, "upstream-client");
+        let plugin_dir = PluginDir::new();
+        for name in &self.plugins {
+            plugin_dir.add(name, name);
+        }
+
+        let mut table = self.table;
+        // Resolve the TLS placeholders left by pulp()/central().
+        for t in ["pulp", "central"] {
+            if let Some(toml::Value::Table(inner)) = table.get_mut(t) {
+                for (_, v) in inner.iter_mut() {
+                    let replacement = match v.as_str() {
+                        Some("@ca") => Some(path_str(&files.ca)),
+                        Some("@upstream-cert") => Some(path_str(&upstream_cert)),
+                        Some("@upstream-key") => Some(path_str(&upstream_key)),
+                        _ => None,
+                    };
+                    if let Some(r) = replacement {
+                        *v = toml::Value::String(r);
+                    }
+                }
+            }
+        }
+        let set = |table: &mut toml::Table, k: &str, v: toml::Value| toml_set(table, k, v);
+        set(&mut table, "server.tls_cert", path_str(&files.server_cert).into());
+        set(&mut table, "server.tls_key", path_str(&files.server_key).into());
+        set(&mut table, "server.client_ca", path_str(&files.ca).into());
+        set(&mut table, "state.dir", path_str(&state_dir).into());
+        set(&mut table, "plugins.dir", path_str(plugin_dir.path()).into());
+        set(
+            &mut table,
+            "plugins.chain",
+            toml::Value::Array(self.plugins.iter().map(|p| p.as_str().into()).collect()),
+        );
+
+        let mut gw = Gateway {
+            dir,
+            plugin_dir,
+            files,
+            upstream_cert: upstream,
+            table,
+            backends: self.backends,
+            running: None,
+            config: None,
+        };
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let tls = free_port().map_err(|e| e.to_string())?;
+            gw.set("server.listen", toml::Value::Array(vec![tls.to_string().into()]));
+            let plain = if self.plain { vec![free_port().map_err(|e| e.to_string())?.to_string().into()] } else { vec![] };
+            gw.set("server.listen_plain", toml::Value::Array(plain));
+            let admin = if self.admin { free_port().map_err(|e| e.to_string())?.to_string() } else { String::new() };
+            gw.set("admin.listen", admin);
+            let public = self.public_url.clone().unwrap_or_else(|| format!("https://127.0.0.1:{}", tls.port()));
+            gw.set("server.public_url", public);
+            match gw.boot() {
+                Ok(()) => return Ok(gw),
+                Err(BootError::Bind(e)) => last_err = e,
+                Err(BootError::Other(e)) => return Err(e),
+            }
+        }
+        Err(last_err)
+    }
+}
+
+enum BootError {
+    Bind(String),
+    Other(String),
+}
+
+struct RunningGateway {
+    tls_addrs: Vec<SocketAddr>,
+    plain_addrs: Vec<SocketAddr>,
+    handle: ServerHandle,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A running gateway with its temporary directory (PKI files, `gateway.toml`,
+/// `state/`) and plugin directory. Stops on drop.
+pub struct Gateway {
+    dir: tempfile::TempDir,
+    plugin_dir: PluginDir,
+    files: PkiFiles,
+    upstream_cert: Issued,
+    table: toml::Table,
+    backends: Option<Vec<Arc<dyn Authenticator>>>,
+    running: Option<RunningGateway>,
+    config: Option<Config>,
+}
+
+impl Gateway {
+    fn boot(&mut self) -> Result<(), BootError> {
+        let path = self.config_path();
+        let text = toml::to_string(&self.table).map_err(|e| BootError::Other(format!("gateway.toml: {e}")))?;
+        std::fs::write(&path, &text).map_err(|e| BootError::Other(format!("{}: {e}", path.display())))?;
+        let file = container_gateway::config::parse(&text).map_err(|p| BootError::Other(p.to_string()))?;
+        let config = container_gateway::config::validate(&path, &file).map_err(|p| BootError::Other(p.to_string()))?;
+        self.config = Some(config.clone());
+        let options = container_gateway::server::StartOptions { handle_signals: false, backends: self.backends.clone() };
+
+        type Started = Result<(Vec<SocketAddr>, Vec<SocketAddr>, ServerHandle, Arc<Shared>), BootError>;
+        let (tx, rx) = std::sync::mpsc::channel::<Started>();
+        let thread = std::thread::Builder::new()
+            .name("gateway".into())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                match system.block_on(container_gateway::server::start(config, options)) {
+                    Ok(running) => {
+                        let started = (
+                            running.tls_addrs.clone(),
+                            running.plain_addrs.clone(),
+                            running.handle.clone(),
+                            running.shared.clone(),
+                        );
+                        let _ = tx.send(Ok(started));
+                        if let Err(e) = system.block_on(running.wait()) {
+                            eprintln!("gateway stopped with an error: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let err = match e {
+                            container_gateway::server::StartError::Bind { .. } => BootError::Bind(e.to_string()),
+                            other => BootError::Other(other.to_string()),
+                        };
+                        let _ = tx.send(Err(err));
+                    }
+                }
+            })
+            .map_err(|e| BootError::Other(format!("spawning the gateway thread: {e}")))?;
+        match rx.recv() {
+            Ok(Ok((tls_addrs, plain_addrs, handle, shared))) => {
+                self.running = Some(RunningGateway { tls_addrs, plain_addrs, handle, shared, thread: Some(thread) });
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(BootError::Other("the gateway thread died while starting (see its panic above)".into()))
+            }
+        }
+    }
+
+    fn running(&self) -> &RunningGateway {
+        self.running.as_ref().expect("the gateway is running (it was stopped)")
+    }
+
+    /// `https://127.0.0.1:<port>` of the (first) TLS listener.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.tls_addr())
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        *self.running().tls_addrs.first().expect("the gateway has a TLS listener")
+    }
+
+    /// `http://127.0.0.1:<port>` of the plain listener, when configured.
+    pub fn plain_url(&self) -> Option<String> {
+        self.running().plain_addrs.first().map(|a| format!("http://{a}"))
+    }
+
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.running().plain_addrs.first().copied()
+    }
+
+    /// The admin listener's URL, when enabled.
+    pub fn admin_url(&self) -> Option<String> {
+        self.config.as_ref().and_then(|c| c.admin_listen).map(|a| format!("http://{a}"))
+    }
+
+    /// The validated configuration it runs with.
+    pub fn config(&self) -> &Config {
+        self.config.as_ref().expect("the gateway was configured")
+    }
+
+    /// The gateway's shared state (white-box checks).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.running().shared.clone()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The temporary directory holding everything.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn plugin_dir(&self) -> &Path {
+        self.plugin_dir.path()
+    }
+
+    /// Paths of the PKI files (`ca`, `server_cert`, `management_cert`, ...).
+    pub fn files(&self) -> &PkiFiles {
+        &self.files
+    }
+
+    /// The client certificate the gateway presents to its upstreams.
+    pub fn upstream_cert(&self) -> &Issued {
+        &self.upstream_cert
+    }
+
+    /// Change a key for the next [`Gateway::restart`].
+    pub fn set(&mut self, key: &str, value: impl Into<toml::Value>) {
+        toml_set(&mut self.table, key, value.into());
+    }
+
+    /// Stop at once (open connections are cut).
+    pub fn stop(&mut self) {
+        self.stop_with(false);
+    }
+
+    /// Stop gracefully (in-flight requests get `server.shutdown_timeout_secs`).
+    pub fn stop_graceful(&mut self) {
+        self.stop_with(true);
+    }
+
+    fn stop_with(&mut self, graceful: bool) {
+        if let Some(mut r) = self.running.take() {
+            drop(r.handle.stop(graceful));
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Stop (if running) and start again with the same state directory, on the
+    /// same ports, with any keys changed by [`Gateway::set`].
+    pub fn restart(&mut self) {
+        if let Some(r) = &self.running {
+            let tls: Vec<toml::Value> = r.tls_addrs.iter().map(|a| a.to_string().into()).collect();
+            let plain: Vec<toml::Value> = r.plain_addrs.iter().map(|a| a.to_string().into()).collect();
+            toml_set(&mut self.table, "server.listen", toml::Value::Array(tls));
+            toml_set(&mut self.table, "server.listen_plain", toml::Value::Array(plain));
+        }
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.boot() {
+                Ok(()) => return,
+                Err(BootError::Bind(e)) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(BootError::Bind(e)) | Err(BootError::Other(e)) => panic!("gateway does not restart: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Everything together
+// ---------------------------------------------------------------------------
+
+/// A PKI, a fake Pulp, a fake central and a gateway wired to them.
+///
+/// ```no_run
+/// use gateway_tests::harness::TestEnv;
+/// use gateway_tests::fake_pulp::{FakeRepo, Image};
+///
+/// let env = TestEnv::builder()
+///     .pulp(|p| p.repo(FakeRepo::new("org/app").image("latest", Image::new())))
+///     .central(|c| c.public(&["org/app"]))
+///     .gateway(|g| g.cache_ttl(1))
+///     .start();
+/// let r = env.curl_as(&env.host_cert("uuid-1")).get("/v2/");
+/// assert_eq!(r.status, 200);
+/// ```
+pub struct TestEnv {
+    pub pki: Arc<Pki>,
+    pub pulp: FakePulp,
+    pub central: FakeCentral,
+    pub gateway: Gateway,
+}
+
+/// Configures a [`TestEnv`].
+pub struct TestEnvBuilder {
+    pki: Arc<Pki>,
+    pulp: FakePulpBuilder,
+    central: FakeCentralBuilder,
+    gateway: Box<dyn FnOnce(GatewayBuilder) -> GatewayBuilder>,
+    upstream_tls: bool,
+}
+
+impl TestEnvBuilder {
+    /// Configure the fake Pulp.
+    pub fn pulp(mut self, f: impl FnOnce(FakePulpBuilder) -> FakePulpBuilder) -> Self {
+        self.pulp = f(self.pulp);
+        self
+    }
+
+    /// Configure the fake central.
+    pub fn central(mut self, f: impl FnOnce(FakeCentralBuilder) -> FakeCentralBuilder) -> Self {
+        self.central = f(self.central);
+        self
+    }
+
+    /// Configure the gateway (applied after it is pointed at the fakes).
+    pub fn gateway(mut self, f: impl FnOnce(GatewayBuilder) -> GatewayBuilder + 'static) -> Self {
+        self.gateway = Box::new(f);
+        self
+    }
+
+    /// Serve both fakes over HTTPS requiring the gateway's client certificate,
+    /// as in production (default: plain HTTP).
+    pub fn upstream_tls(mut self, on: bool) -> Self {
+        self.upstream_tls = on;
+        self
+    }
+
+    pub fn start(self) -> TestEnv {
+        let (mut pulp, mut central) = (self.pulp, self.central);
+        if self.upstream_tls {
+            pulp = pulp.tls(upstream_tls(&self.pki));
+            central = central.tls(upstream_tls(&self.pki));
+        }
+        let pulp = pulp.start();
+        let central = central.start();
+        let gateway = (self.gateway)(GatewayBuilder::new(self.pki.clone()).pulp(&pulp).central(&central)).start();
+        TestEnv { pki: self.pki, pulp, central, gateway }
+    }
+}
+
+impl TestEnv {
+    pub fn builder() -> TestEnvBuilder {
+        TestEnvBuilder {
+            pki: Arc::new(Pki::new()),
+            pulp: FakePulp::builder(),
+            central: FakeCentral::builder(),
+            gateway: Box::new(|g| g),
+            upstream_tls: false,
+        }
+    }
+
+    /// A subscription certificate for `uuid` from the env's CA.
+    pub fn host_cert(&self, uuid: &str) -> Issued {
+        self.pki.host_cert(uuid)
+    }
+
+    /// The CA PEM clients trust (it signs the gateway's server certificate).
+    pub fn ca_pem(&self) -> String {
+        self.pki.ca_pem()
+    }
+
+    /// An awc client trusting the CA, no client certificate. Use inside an actix runtime.
+    pub fn client(&self) -> TestClient {
+        TestClient::anonymous(&self.gateway.url(), &self.ca_pem())
+    }
+
+    /// An awc client presenting `cert`.
+    pub fn client_as(&self, cert: &Issued) -> TestClient {
+        TestClient::with_cert(&self.gateway.url(), &self.ca_pem(), cert)
+    }
+
+    /// `curl` against the gateway's TLS listener, trusting the CA.
+    pub fn curl(&self) -> Curl {
+        Curl::new(&self.gateway.url()).cacert(&self.gateway.files().ca)
+    }
+
+    /// `curl` presenting `cert` (written to the env's directory).
+    pub fn curl_as(&self, cert: &Issued) -> Curl {
+        self.curl().cert_pair(&self.write_cert(cert))
+    }
+
+    /// Write a certificate and key to files (named after a hash of the cert) and return their paths.
+    pub fn write_cert(&self, cert: &Issued) -> (PathBuf, PathBuf) {
+        use sha2::Digest;
+        let stem = format!("client-{}", &hex::encode(sha2::Sha256::digest(&cert.cert_der))[..16]);
+        cert.write_to(&self.gateway.dir().join("pki"), &stem)
+    }
 }

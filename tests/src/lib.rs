@@ -1,1 +1,8 @@
 //! test support
+
+pub mod client;
+pub mod fake_central;
+pub mod fake_pulp;
+pub mod harness;
+pub mod pki;
+pub mod plugins;

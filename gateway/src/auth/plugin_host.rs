@@ -143,7 +143,16 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
     let code = unsafe { init(host, CgStr::from_bytes(config_json.as_bytes()), &mut instance, &mut error) };
     let error = OwnedBuf { buf: error, free: free_buf };
     match code {
-        status::OK => Ok(PluginBackend { name: name.to_owned(), instance, authenticate, free_buf, destroy }),
+        status::OK => {
+            let declared = if table.name.is_null() {
+                Cow::Borrowed("?")
+            } else {
+                // SAFETY: the ABI makes a non-null `name` a static NUL-terminated string.
+                unsafe { CStr::from_ptr(table.name) }.to_string_lossy()
+            };
+            tracing::info!(plugin = name, declared = %declared, path = %path.display(), "auth plugin loaded");
+            Ok(PluginBackend { name: name.to_owned(), instance, authenticate, free_buf, destroy })
+        }
         status::ERROR | status::PANIC => {
             let message = error.lossy();
             let what = if code == status::PANIC { "init panicked" } else { "init failed" };

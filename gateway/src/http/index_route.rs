@@ -20,11 +20,11 @@ pub async fn index(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
         Err(e) => return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string()),
     };
     let canonical = query::canonical(pairs);
-    let identity = match identify(&req, &shared).await {
+    let identity = match identify(&req, &shared, &up).await {
         Ok(id) => id,
         Err(resp) => return resp,
     };
-    let view = match view(identity, &shared, &up).await {
+    let view = match view(&req, identity, &shared, &up).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };

@@ -5,3 +5,5 @@ pub mod forward;
 pub mod index_route;
 pub mod query;
 pub mod registry_routes;
+pub mod token_route;
+pub mod v1_routes;

@@ -25,6 +25,25 @@ pub enum Route<'a> {
     Unknown,
 }
 
+impl Route<'_> {
+    /// The route's template, for logs and metrics (never the concrete name).
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Ping => "/v2/",
+            Route::Catalog => "/v2/_catalog",
+            Route::Manifest { .. } => "/v2/{name}/manifests/{reference}",
+            Route::Blob { .. } => "/v2/{name}/blobs/{digest}",
+            Route::Tags { .. } => "/v2/{name}/tags/list",
+            Route::Upload => "/v2/{name}/blobs/uploads",
+            Route::Unknown => "/v2/*",
+        }
+    }
+}
+
+/// Which route template served a request.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteTemplate(pub &'static str);
+
 /// Split a raw `/v2/...` path. Names and references are not validated here.
 pub fn route(path: &str) -> Route<'_> {
     let Some(rest) = path.strip_prefix("/v2") else { return Route::Unknown };
@@ -60,6 +79,10 @@ pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data
     let path = req.path().to_owned();
     let read = method == Method::GET || method == Method::HEAD;
     let route = route(&path);
+    {
+        use actix_web::HttpMessage;
+        req.extensions_mut().insert(RouteTemplate(route.template()));
+    }
     if !read {
         return unsupported();
     }
@@ -98,7 +121,7 @@ pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data
         Err(e) => return bad(Code::Unsupported, &e.to_string()),
     };
 
-    let identity = match identify(&req, &shared).await {
+    let identity = match identify(&req, &shared, &up).await {
         Ok(id) => id,
         Err(resp) => return resp,
     };
@@ -110,7 +133,7 @@ pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data
             json(StatusCode::OK, "{}".to_owned())
         };
     }
-    let view = match view(identity, &shared, &up).await {
+    let view = match view(&req, identity, &shared, &up).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };

@@ -310,7 +310,7 @@ fn lists_are_kept_when_well_formed_and_omitted_otherwise() {
 }
 
 #[test]
-fn escaped_keys_and_names_are_understood_and_re_encoded() {
+fn escaped_keys_and_names_are_understood_and_copied_raw() {
     let body = index_of(&[format!(
         r#"{{"N\u0061me":"caf\u00e9/app","\u0045xtra\"":1,"Images":[{},{{"bad":1}}]}}"#,
         image("1", None, "amd64")
@@ -321,7 +321,7 @@ fn escaped_keys_and_names_are_understood_and_re_encoded() {
     assert_eq!(
         raw_results(body_str(&out)),
         [format!(
-            r#"{{"Name":"caf\u00e9/app","Extra\"":1,"Images":[{}]}}"#,
+            r#"{{"N\u0061me":"caf\u00e9/app","\u0045xtra\"":1,"Images":[{}]}}"#,
             image("1", None, "amd64")
         )
         .as_str()]
@@ -402,12 +402,12 @@ fn bodies_that_are_not_an_index_are_errors() {
     ));
     assert!(matches!(parse_err(b"[]"), IndexError::NotAnObject));
     assert!(matches!(parse_err(b"  42"), IndexError::NotAnObject));
-    assert!(matches!(parse_err(b"<html>502</html>"), IndexError::Json(_)));
-    assert!(matches!(parse_err(b""), IndexError::Json(_)));
-    assert!(matches!(parse_err(br#"{"Results":[]"#), IndexError::Json(_)));
-    assert!(matches!(parse_err(br#"{"Results":[]} x"#), IndexError::Json(_)));
-    assert!(matches!(parse_err(br#"{"Results":[]}{}"#), IndexError::Json(_)));
-    assert!(matches!(parse_err(br#"{"Results":[1,]}"#), IndexError::Json(_)));
+    assert!(matches!(parse_err(b"<html>502</html>"), IndexError::Json { .. }));
+    assert!(matches!(parse_err(b""), IndexError::Json { .. }));
+    assert!(matches!(parse_err(br#"{"Results":[]"#), IndexError::Json { .. }));
+    assert!(matches!(parse_err(br#"{"Results":[]} x"#), IndexError::Json { .. }));
+    assert!(matches!(parse_err(br#"{"Results":[]}{}"#), IndexError::Json { .. }));
+    assert!(matches!(parse_err(br#"{"Results":[1,]}"#), IndexError::Json { .. }));
     assert!(matches!(parse_err(b"{\"Results\":[\"\xff\"]}"), IndexError::NotUtf8(_)));
     // The message names the problem.
     assert_eq!(
@@ -625,4 +625,73 @@ fn property_random_visible_subsets() {
     }
     // Both the verbatim and the rebuild paths were exercised.
     assert!(rebuilt > 0);
+}
+
+// ---- the scanner accepts exactly what serde_json accepts -------------------------
+
+/// Whether our parse found the document to be JSON, compared with serde_json.
+fn assert_agrees(doc: &str) {
+    let serde_ok = serde_json::from_str::<serde::de::IgnoredAny>(doc).is_ok();
+    let ours = UpstreamIndex::parse(Bytes::copy_from_slice(doc.as_bytes()));
+    let ours_ok = !matches!(ours, Err(IndexError::Json { .. }));
+    assert_eq!(ours_ok, serde_ok, "{doc:?}: {:?}", ours.err());
+}
+
+#[test]
+fn json_grammar_agrees_with_serde_json() {
+    let values = [
+        "0", "-0", "1", "-1", "10", "01", "-01", "1.5", "1.", ".5", "-", "+1", "1e5", "1E+5",
+        "1e-5", "1e", "1e+", "1.5e3", "0.0e0", "1.e3", "00", "-a", "1x", "123456789012345678901234567890",
+        "1e999", "true", "false", "null", "tru", "nul", "nulll", "True", "NaN", "Infinity",
+        r#""""#, r#""a""#, r#""a"#, r#""\n\t\r\b\f\/\\\"""#, r#""\x""#, r#""\u00e9""#,
+        r#""\u00G0""#, r#""\u12""#, r#""\ud800""#, r#""\udc00\ud800""#, "\"tab\there\"",
+        "\"nl\nhere\"", "\"del\u{7f}ok\"", "\"ü ✓ \u{2028}\"", "[]", "[ ]", "[1,]", "[,1]", "[1 2]",
+        "[1,,2]", "{}", "{ }", r#"{"a":1}"#, r#"{"a" 1}"#, r#"{"a":}"#, r#"{"a":1,}"#, "{,}",
+        "{1:2}", r#"{"a":1 "b":2}"#, r#"{"a":[1,{"b":[]}]}"#, r#"{"a":[1,{"b":[]]}"#, "[[[]]]",
+        "[[[]]", "[]]", "\u{c}1", "1\u{c}", " \t\r\n1 \t\r\n", "", " ", "{", "}", "[", "]",
+        r#"{"a":1}}"#, "'a'",
+    ];
+    for v in values {
+        assert_agrees(v);
+        assert_agrees(&format!(r#"{{"x":{v},"Results":[]}}"#));
+        assert_agrees(&format!(r#"{{"Results":[{v}]}}"#));
+        assert_agrees(&format!(r#"{{"Results":[{{"Name":{v},"Images":[]}}]}}"#));
+        assert_agrees(&format!(r#"{{"Results":[{{"Name":"a","Images":[{v}],"Lists":{v}}}]}}"#));
+        assert_agrees(&format!(
+            r#"{{"Results":[{{"Name":"a","Images":[{{"Digest":{v},"Tags":{v},"Labels":{{"k":{v},"org.flatpak.ref":{v}}},"Annotations":{v}}}]}}]}}"#
+        ));
+    }
+}
+
+#[test]
+fn mutated_indexes_agree_with_serde_json() {
+    let spec = Spec {
+        repos: 3,
+        images_per_repo: 2,
+        dup_every: 2,
+        malformed_every: 3,
+        seed: 1,
+    };
+    let synthetic = String::from_utf8(synth::index(&spec)).expect("UTF-8");
+    let lists = r#"{"Results":[{"Name":"l","Images":null,"Lists":[{"Digest":"sha256:1","MediaType":"m","Tags":["a"],"Images":[{"Digest":"sha256:2","MediaType":"m","OS":"linux","Architecture":"amd64","Labels":{"org.flatpak.ref":"x"}}]}]}]}"#;
+    let alphabet = b"{}[]:,\"\\ \n0123456789-+.eEtrufalsn\x01u";
+    let mut rng = Rng::new(3);
+    for base in [PULP_SAMPLE, synthetic.as_str(), lists] {
+        for _ in 0..1500 {
+            let mut doc = base.as_bytes().to_vec();
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(doc.len());
+                match rng.below(3) {
+                    0 => {
+                        doc.remove(at);
+                    }
+                    1 => doc.insert(at, alphabet[rng.below(alphabet.len())]),
+                    _ => doc[at] = alphabet[rng.below(alphabet.len())],
+                }
+            }
+            if let Ok(doc) = std::str::from_utf8(&doc) {
+                assert_agrees(doc);
+            }
+        }
+    }
 }

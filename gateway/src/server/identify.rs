@@ -106,20 +106,45 @@ fn failure_response(shared: &Shared, failure: &AuthFailure) -> actix_web::HttpRe
     }
 }
 
+/// The grant of a bearer token validated with central rather than found in
+/// this gateway's token store (issued through another instance, or before a restart).
+#[derive(Clone)]
+struct TokenGrant(Grant);
+
 /// Identify a client request (TLS certificate, forwarded certificate, bearer token).
-pub async fn identify(req: &HttpRequest, shared: &Arc<Shared>) -> Identified {
+pub async fn identify(req: &HttpRequest, shared: &Arc<Shared>, up: &Upstreams) -> Identified {
+    use actix_web::HttpMessage;
     let facts = gather(req, shared, true)?;
-    match run_chain(shared, facts).await {
-        Ok(Resolved::Identity(id)) => {
-            use actix_web::HttpMessage;
-            req.extensions_mut().insert(id.clone());
-            Ok(id)
+    let identity = match run_chain(shared, facts).await {
+        Ok(Resolved::Identity(id)) => id,
+        Ok(Resolved::Token(digest)) => resolve_token(req, shared, up, digest).await?,
+        Err(f) => return Err(failure_response(shared, &f)),
+    };
+    req.extensions_mut().insert(identity.clone());
+    Ok(identity)
+}
+
+/// A token from our store names its user; any other is asked of central, whose
+/// `_catalog` validates Katello's own tokens (cached under the digest).
+async fn resolve_token(req: &HttpRequest, shared: &Arc<Shared>, up: &Upstreams, digest: String) -> Identified {
+    use actix_web::HttpMessage;
+    if let Some(login) = shared.state.tokens().lookup(&digest) {
+        return Ok(Identity::User(login));
+    }
+    let authorization = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let key: Arc<str> = Arc::from(digest.as_str());
+    match shared.entitlements.for_token(&key, || up.central.catalog_for_authorization(&authorization)).await {
+        Ok(grant) => {
+            req.extensions_mut().insert(TokenGrant(grant));
+            // The login is not known here; a digest prefix keeps logs useful without the token.
+            Ok(Identity::User(Arc::from(format!("token:{}", &digest[..digest.len().min(12)]))))
         }
-        Ok(Resolved::Token(_digest)) => {
-            let s = &shared.config.server;
-            Err(errors::unauthorized(&s.public_url, &s.public_host, None, "bearer tokens are not accepted here"))
-        }
-        Err(f) => Err(failure_response(shared, &f)),
+        Err(e) => Err(entitlement_failure(shared, &e)),
     }
 }
 
@@ -156,8 +181,17 @@ impl View {
 }
 
 /// Look up the entitlements of an identity.
-pub async fn view(identity: Identity, shared: &Arc<Shared>, up: &Upstreams) -> Result<View, actix_web::HttpResponse> {
+pub async fn view(
+    req: &HttpRequest,
+    identity: Identity,
+    shared: &Arc<Shared>,
+    up: &Upstreams,
+) -> Result<View, actix_web::HttpResponse> {
+    use actix_web::HttpMessage;
     let snapshot = shared.state.snapshot();
+    if let Some(TokenGrant(grant)) = req.extensions().get::<TokenGrant>().cloned() {
+        return Ok(View { identity, snapshot, grant: Some(grant) });
+    }
     let grant = match &identity {
         Identity::Anonymous => None,
         Identity::Host(uuid) => {

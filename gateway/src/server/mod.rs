@@ -15,7 +15,7 @@ use crate::auth::{AuthChain, Authenticator};
 use crate::config::{Config, Problems};
 use crate::entitlements::Entitlements;
 use crate::http::errors::{self, Code};
-use crate::http::{index_route, registry_routes};
+use crate::http::{index_route, registry_routes, token_route, v1_routes};
 use crate::state::{LoadReport, StateStore};
 use crate::tls::ServerTls;
 use shared::{Shared, Upstreams};
@@ -174,7 +174,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(index_route::index))
             .route(web::head().to(index_route::index)),
     )
+    .service(web::resource(["/v2/token", "/v2/token/"]).route(web::get().to(token_route::token)))
+    .service(web::resource(["/v1/_ping", "/v1/_ping/"]).route(web::get().to(v1_routes::ping)))
+    .service(web::resource(["/v1/search", "/v1/search/"]).route(web::get().to(v1_routes::search)))
     .service(web::resource(["/v2", "/v2/{tail:.*}"]).to(registry_routes::dispatch))
+    .configure(crate::management::configure)
     .default_service(web::to(not_found));
 }
 

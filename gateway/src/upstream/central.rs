@@ -77,3 +77,33 @@ impl CentralClient {
         }
     }
 }
+
+/// Central's answer to a token request, read whole (it is small).
+pub struct TokenAnswer {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub date: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+/// Largest token answer accepted.
+const TOKEN_LIMIT: usize = 1024 * 1024;
+
+impl CentralClient {
+    /// `GET /v2/token?<query>` with the client's `Authorization`, if any.
+    pub async fn token(&self, authorization: Option<&str>, query: &str) -> Result<TokenAnswer, UpstreamError> {
+        let url = if query.is_empty() { self.cfg.endpoint("token") } else { format!("{}?{query}", self.cfg.endpoint("token")) };
+        let mut req = self.client.get(url).insert_header(("Accept", "application/json"));
+        if let Some(auth) = authorization {
+            let value = awc::http::header::HeaderValue::from_str(auth)
+                .map_err(|_| UpstreamError::Response("Authorization is not a valid header value".into()))?;
+            req = req.insert_header((awc::http::header::AUTHORIZATION, value));
+        }
+        let mut resp = req.send().await.map_err(UpstreamError::from_send)?;
+        let header = |name| resp.headers().get(name).and_then(|v: &awc::http::header::HeaderValue| v.to_str().ok()).map(str::to_owned);
+        let content_type = header(awc::http::header::CONTENT_TYPE);
+        let date = header(awc::http::header::DATE);
+        let body = resp.body().limit(TOKEN_LIMIT).await.map_err(|e| UpstreamError::from_payload(e, TOKEN_LIMIT))?;
+        Ok(TokenAnswer { status: resp.status(), content_type, date, body })
+    }
+}

@@ -1,0 +1,193 @@
+//! `GET /v2/token`: the registry token flow, relayed to central. A token that
+//! central issues is remembered (by its SHA-256) until it expires, and the
+//! user's repositories are refreshed from central with the same credentials.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::entitlements::{Lookup, Subject};
+use crate::http::errors::{self, API_VERSION, API_VERSION_HEADER, Code};
+use crate::http::forward::upstream_failure;
+use crate::http::query;
+use crate::server::shared::{Shared, Upstreams};
+use crate::state::{Mapping, RepoSet};
+
+/// Lifetime assumed when central names none (as Katello's clients do).
+const DEFAULT_EXPIRES_IN: u64 = 60;
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: Option<serde_json::Value>,
+    expires_in: Option<serde_json::Value>,
+    issued_at: Option<String>,
+}
+
+/// The login in a Basic `Authorization` header (flatpak sends no `account`).
+pub fn basic_login(authorization: Option<&str>) -> Option<String> {
+    let (scheme, encoded) = authorization?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let login = text.split_once(':').map_or(text.as_str(), |(user, _)| user);
+    (!login.is_empty()).then(|| login.to_owned())
+}
+
+/// When a token expires: `issued_at` (else the response's `Date`) plus `expires_in`.
+fn expiry(body: &TokenBody, date: Option<&str>) -> Result<SystemTime, &'static str> {
+    let expires_in = match &body.expires_in {
+        None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN,
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or("expires_in is not a number")?,
+    };
+    let issued = match (&body.issued_at, date) {
+        (Some(at), _) => {
+            let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| "issued_at is not an RFC 3339 time")?;
+            SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(u64::try_from(t.unix_timestamp()).map_err(|_| "issued_at is before 1970")?))
+                .ok_or("issued_at is out of range")?
+        }
+        (None, Some(d)) => httpdate::parse_http_date(d).map_err(|_| "the Date header is not an HTTP date")?,
+        (None, None) => SystemTime::now(),
+    };
+    issued.checked_add(Duration::from_secs(expires_in)).ok_or("expiry is out of range")
+}
+
+fn malformed(why: &str) -> HttpResponse {
+    tracing::warn!(reason = why, "malformed token answer from central");
+    errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "received a malformed token response")
+}
+
+pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Upstreams>) -> HttpResponse {
+    let pairs = match query::pairs(req.query_string()) {
+        Ok(p) => p,
+        Err(e) => return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string()),
+    };
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let account =
+        query::first(&pairs, "account").filter(|a| !a.is_empty()).map(str::to_owned).or_else(|| basic_login(authorization.as_deref()));
+    let mut central_query = form_urlencoded::Serializer::new(String::new());
+    if let Some(a) = &account {
+        central_query.append_pair("account", a);
+    }
+    for (k, v) in pairs.iter().filter(|(k, _)| k == "scope") {
+        central_query.append_pair(k, v);
+    }
+    let answer = match up.central.token(authorization.as_deref(), &central_query.finish()).await {
+        Ok(a) => a,
+        Err(e) => return upstream_failure(&e),
+    };
+    if answer.status != StatusCode::OK {
+        // Central's refusal is the client's business: relay it as it came.
+        let status = StatusCode::from_u16(answer.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let status = if status.is_server_error() { StatusCode::BAD_GATEWAY } else { status };
+        let mut resp = HttpResponse::build(status);
+        resp.insert_header((API_VERSION_HEADER, API_VERSION));
+        if let Some(ct) = &answer.content_type {
+            resp.insert_header((header::CONTENT_TYPE, ct.as_str()));
+        }
+        return resp.body(answer.body);
+    }
+    let Ok(body) = serde_json::from_slice::<TokenBody>(&answer.body) else { return malformed("not a JSON object") };
+    let Some(serde_json::Value::String(token)) = &body.token else { return malformed("no token") };
+    if token == "unauthorized" {
+        let s = &shared.config.server;
+        return errors::unauthorized(&s.public_url, &s.public_host, None, "unauthorized");
+    }
+    let reply = HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header((API_VERSION_HEADER, API_VERSION))
+        .body(answer.body.clone());
+    if token == "unauthenticated" || token.is_empty() {
+        // Anonymous pulls of public repositories: nothing to remember.
+        return reply;
+    }
+    let expires_at = match expiry(&body, answer.date.as_deref()) {
+        Ok(t) => t,
+        Err(why) => return malformed(why),
+    };
+    let digest = hex::encode(Sha256::digest(token.as_bytes()));
+    match &account {
+        Some(login) if expires_at > SystemTime::now() => shared.state.tokens().insert(&digest, login, expires_at),
+        Some(_) => tracing::debug!("central issued an already expired token; not stored"),
+        None => tracing::debug!("token issued without a known account; it will be validated with central on use"),
+    }
+    if let (Some(auth), Some(login)) = (authorization.as_deref(), account.as_deref()) {
+        refresh_user(&shared, &up, auth, login, &digest).await;
+    }
+    reply
+}
+
+/// Replace one user's mapping with central's current answer. A failure keeps
+/// the previous mapping: the token is still valid, and what it can see stays
+/// what central said last.
+async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str, login: &str, digest: &str) {
+    let repositories = match up.central.catalog_for_authorization(authorization).await {
+        Lookup::Granted(r) => r,
+        Lookup::Rejected => {
+            tracing::warn!("central refused the _catalog refresh for a user it just issued a token to");
+            return;
+        }
+        Lookup::Failed(why) => {
+            tracing::warn!(reason = %why, "cannot refresh a user's repositories; keeping the previous mapping");
+            return;
+        }
+    };
+    shared.entitlements.remember(Subject::Token(Arc::from(digest)), repositories.clone());
+    let login: Arc<str> = Arc::from(login);
+    let result = shared.state.replace(|old| {
+        if old.user_mapping(&login).is_some_and(|m| m.repositories == repositories) {
+            return Err(Unchanged);
+        }
+        let mut next = old.clone();
+        next.user_mappings.insert(login.clone(), Mapping { repositories: RepoSet::clone(&repositories), updated_at: SystemTime::now() });
+        Ok(next)
+    });
+    if let Err(crate::state::StoreError::Persist(e)) = result {
+        tracing::error!(error = %e, "cannot persist a user's repositories");
+    }
+}
+
+#[derive(Debug)]
+struct Unchanged;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_login_is_the_user_part() {
+        let b = base64::engine::general_purpose::STANDARD.encode("alice:s3cr:et");
+        assert_eq!(basic_login(Some(&format!("Basic {b}"))), Some("alice".into()));
+        assert_eq!(basic_login(Some("Basic Og==")), None);
+        assert_eq!(basic_login(Some("Bearer x")), None);
+        assert_eq!(basic_login(Some("Basic !!!")), None);
+        assert_eq!(basic_login(None), None);
+    }
+
+    fn body(json: &str) -> TokenBody {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn expiry_from_issued_at_date_or_now() {
+        let t = expiry(&body(r#"{"token":"t","expires_in":3600,"issued_at":"2026-01-01T00:00:00Z"}"#), None).unwrap();
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_767_225_600 + 3600);
+        let t = expiry(&body(r#"{"token":"t"}"#), Some("Thu, 01 Jan 2026 00:00:00 GMT")).unwrap();
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_767_225_600 + 60);
+        assert!(expiry(&body(r#"{"token":"t","issued_at":"yesterday"}"#), None).is_err());
+        assert!(expiry(&body(r#"{"token":"t","expires_in":"soon"}"#), None).is_err());
+    }
+}
