@@ -3,25 +3,58 @@
 use std::path::Path;
 
 use crate::config::{self, Config};
-use crate::server::{self, StartOptions};
+use crate::server;
 
 /// Exit codes: 0 fine, 1 runtime failure, 2 bad configuration.
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_CONFIG: i32 = 2;
 
-pub fn init_logging(filter: &str) {
-    let filter = std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty()).unwrap_or_else(|| filter.to_owned());
+/// Changes the log filter of the running process: a reload applies a new
+/// `log.filter`, unless `RUST_LOG` (which wins over the file) is set.
+#[derive(Default)]
+pub struct LogFilter {
+    reload: Option<Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>>,
+}
+
+impl LogFilter {
+    pub fn set(&self, filter: &str) -> Result<(), String> {
+        if rust_log().is_some() {
+            return Ok(());
+        }
+        let Some(reload) = &self.reload else { return Ok(()) };
+        let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        reload(filter)
+    }
+}
+
+fn rust_log() -> Option<String> {
+    std::env::var("RUST_LOG").ok().filter(|f| !f.is_empty())
+}
+
+pub fn init_logging(filter: &str) -> LogFilter {
+    let filter = rust_log().unwrap_or_else(|| filter.to_owned());
     let env_filter =
         tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Under systemd, journald stamps each line itself and colours are noise.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
-    let result = if journald {
-        builder.without_time().with_ansi(false).try_init()
+    // The two formats are different types, hence two arms that look alike.
+    let reload: Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync> = if journald {
+        let builder = builder.without_time().with_ansi(false).with_filter_reloading();
+        let handle = builder.reload_handle();
+        if builder.try_init().is_err() {
+            return LogFilter { reload: None };
+        }
+        Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
     } else {
-        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        let builder = builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter_reloading();
+        let handle = builder.reload_handle();
+        if builder.try_init().is_err() {
+            return LogFilter { reload: None };
+        }
+        Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
     };
-    let _ = result;
+    LogFilter { reload: Some(reload) }
 }
 
 fn load_or_report(path: &Path) -> Result<Config, i32> {
@@ -63,32 +96,13 @@ pub fn check_config(path: &Path) -> i32 {
     }
 }
 
+/// Run as a service until stopped: readiness, reload and stop are in `lifecycle`.
 pub fn serve(path: &Path) -> i32 {
     let config = match load_or_report(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logging(&config.log_filter);
+    let log_filter = init_logging(&config.log_filter);
     let system = actix_web::rt::System::new();
-    system.block_on(async move {
-        match server::start(config, StartOptions { handle_signals: true, ..Default::default() }).await {
-            Ok(running) => match running.wait().await {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!(error = %e, "server failed");
-                    EXIT_RUNTIME
-                }
-            },
-            Err(server::StartError::Config(problems)) => {
-                for p in &problems.0 {
-                    tracing::error!(key = %p.key, "{}", p.message);
-                }
-                EXIT_CONFIG
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                EXIT_RUNTIME
-            }
-        }
-    })
+    system.block_on(crate::lifecycle::run(path, config, log_filter))
 }

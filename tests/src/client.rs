@@ -14,7 +14,8 @@
 //! assert_eq!(big.len, 1 << 30);
 //!
 //! // the real curl (blocking; fine from any test: the gateway runs on its own threads)
-//! let r = Curl::new(&env.gateway.url()).cacert(&env.files.ca).cert_pair(&env.write_cert("h", &host)).get("/v2/");
+//! let r = Curl::new(&env.gateway.url()).cacert(&env.gateway.files().ca).cert_pair(&env.write_cert(&host)).get("/v2/");
+//! // the same, shorter: env.curl_as(&host).get("/v2/")
 //! assert_eq!(r.status, 200);
 //! # }
 //! ```
@@ -119,7 +120,9 @@ impl ClientBuilder {
         let mut roots = rustls::RootCertStore::empty();
         for pem in &self.ca_pem {
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                roots.add(cert.map_err(|e| format!("CA PEM: {e}"))?).map_err(|e| format!("CA: {e}"))?;
+                roots
+                    .add(cert.map_err(|e| format!("CA PEM: {e}"))?)
+                    .map_err(|e| format!("CA: {e}"))?;
             }
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -131,20 +134,28 @@ impl ClientBuilder {
                 let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| format!("client certificate PEM: {e}"))?;
-                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("client key PEM: {e}"))?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+                let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                    .map_err(|e| format!("client key PEM: {e}"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("client certificate: {e}"))?
             }
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols =
-            if self.http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+        config.alpn_protocols = if self.http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         Ok(config)
     }
 
     /// Build the client (panics with the reason on bad PEM).
     pub fn build(self) -> TestClient {
         let config = self.rustls_config().expect("test client TLS configuration");
-        let connector = awc::Connector::new().rustls_0_23(Arc::new(config)).timeout(self.timeout);
+        let connector = awc::Connector::new()
+            .rustls_0_23(Arc::new(config))
+            .timeout(self.timeout);
         let mut builder = awc::Client::builder()
             .connector(connector)
             .timeout(self.timeout)
@@ -153,10 +164,12 @@ impl ClientBuilder {
         if !self.follow_redirects {
             builder = builder.disable_redirects();
         }
-        if !self.http2 {
-            builder = builder.max_http_version(awc::http::Version::HTTP_11);
+        // No `max_http_version`: awc would replace our TLS config; ALPN above decides.
+        TestClient {
+            client: builder.finish(),
+            base: self.base.trim_end_matches('/').to_owned(),
+            body_limit: self.body_limit,
         }
-        TestClient { client: builder.finish(), base: self.base.trim_end_matches('/').to_owned(), body_limit: self.body_limit }
     }
 }
 
@@ -189,7 +202,10 @@ impl TestClient {
 
     /// Trust `ca_pem` and present `cert`.
     pub fn with_cert(base_url: &str, ca_pem: &str, cert: &Issued) -> TestClient {
-        Self::builder(base_url).ca_pem(ca_pem).identity(cert).build()
+        Self::builder(base_url)
+            .ca_pem(ca_pem)
+            .identity(cert)
+            .build()
     }
 
     pub fn base_url(&self) -> &str {
@@ -208,7 +224,12 @@ impl TestClient {
         } else {
             format!("{}{}", self.base, path)
         };
-        TestRequest { client: self, method: method.to_owned(), url, headers: Vec::new() }
+        TestRequest {
+            client: self,
+            method: method.to_owned(),
+            url,
+            headers: Vec::new(),
+        }
     }
 
     pub fn get(&self, path: &str) -> TestRequest<'_> {
@@ -246,7 +267,8 @@ impl TestRequest<'_> {
     }
 
     fn build(&self) -> Result<awc::ClientRequest, String> {
-        let method = awc::http::Method::from_bytes(self.method.as_bytes()).map_err(|e| e.to_string())?;
+        let method =
+            awc::http::Method::from_bytes(self.method.as_bytes()).map_err(|e| e.to_string())?;
         let mut req = self.client.client.request(method, &self.url);
         for (k, v) in &self.headers {
             req = req.append_header((k.as_str(), v.as_str()));
@@ -256,14 +278,23 @@ impl TestRequest<'_> {
 
     /// Send and read the whole body; `Err` describes a transport failure.
     pub async fn try_send(self) -> Result<TestResponse, String> {
-        let mut resp = self.build()?.send().await.map_err(|e| format!("{} {}: {e}", self.method, self.url))?;
+        let mut resp = self
+            .build()?
+            .send()
+            .await
+            .map_err(|e| format!("{} {}: {e}", self.method, self.url))?;
         let (status, version, headers) = head_of(&resp);
         let body = resp
             .body()
             .limit(self.client.body_limit)
             .await
             .map_err(|e| format!("{} {}: reading the body: {e}", self.method, self.url))?;
-        Ok(TestResponse { status, version, headers, body })
+        Ok(TestResponse {
+            status,
+            version,
+            headers,
+            body,
+        })
     }
 
     /// Send and read the whole body; panics on a transport failure.
@@ -277,20 +308,36 @@ impl TestRequest<'_> {
     /// Send and consume the body as a stream, keeping only its length, sha256
     /// and first 64 KiB; `Err` if the transfer broke (the bytes read so far are in the message).
     pub async fn try_send_drain(self) -> Result<DrainedResponse, String> {
-        let mut resp = self.build()?.send().await.map_err(|e| format!("{} {}: {e}", self.method, self.url))?;
+        let mut resp = self
+            .build()?
+            .send()
+            .await
+            .map_err(|e| format!("{} {}: {e}", self.method, self.url))?;
         let (status, version, headers) = head_of(&resp);
         let mut len = 0u64;
         let mut hash = Sha256::new();
         let mut head = Vec::new();
         while let Some(chunk) = resp.next().await {
-            let chunk = chunk.map_err(|e| format!("{} {}: body broke after {len} bytes: {e}", self.method, self.url))?;
+            let chunk = chunk.map_err(|e| {
+                format!(
+                    "{} {}: body broke after {len} bytes: {e}",
+                    self.method, self.url
+                )
+            })?;
             len += chunk.len() as u64;
             hash.update(&chunk);
             if head.len() < 64 * 1024 {
                 head.extend_from_slice(&chunk[..chunk.len().min(64 * 1024 - head.len())]);
             }
         }
-        Ok(DrainedResponse { status, version, headers, len, sha256: format!("sha256:{}", hex::encode(hash.finalize())), head })
+        Ok(DrainedResponse {
+            status,
+            version,
+            headers,
+            len,
+            sha256: format!("sha256:{}", hex::encode(hash.finalize())),
+            head,
+        })
     }
 
     /// As [`TestRequest::try_send_drain`], panicking on failure.
@@ -306,13 +353,26 @@ fn head_of<S>(resp: &awc::ClientResponse<S>) -> (u16, String, Vec<(String, Strin
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    (resp.status().as_u16(), format!("{:?}", resp.version()), headers)
+    (
+        resp.status().as_u16(),
+        format!("{:?}", resp.version()),
+        headers,
+    )
 }
 
 fn find<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// A response read whole.
@@ -342,8 +402,13 @@ impl TestResponse {
 
     /// The body as JSON (panics with the body when it is not JSON).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("status {} body is not JSON ({e}): {}", self.status, self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {}",
+                self.status,
+                self.text()
+            )
+        })
     }
 }
 
@@ -380,7 +445,8 @@ pub enum CurlHttp {
     Http2,
 }
 
-/// A `curl` command line against one base URL. Blocking.
+/// A `curl` command line against one base URL. Blocking. Builder methods
+/// return a modified copy, so one `Curl` can be reused as a template.
 #[derive(Clone, Debug)]
 pub struct Curl {
     base: String,
@@ -391,6 +457,7 @@ pub struct Curl {
     follow: bool,
     max_time: Duration,
     extra: Vec<String>,
+    body: Option<Vec<u8>>,
 }
 
 /// What curl got.
@@ -423,8 +490,13 @@ impl CurlResponse {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("status {} body is not JSON ({e}): {}", self.status, self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {}",
+                self.status,
+                self.text()
+            )
+        })
     }
 }
 
@@ -439,7 +511,12 @@ pub struct CurlError {
 
 impl std::fmt::Display for CurlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "curl exited with {:?}: {}", self.exit_code, self.stderr.trim())
+        write!(
+            f,
+            "curl exited with {:?}: {}",
+            self.exit_code,
+            self.stderr.trim()
+        )
     }
 }
 
@@ -454,58 +531,85 @@ impl Curl {
             follow: false,
             max_time: Duration::from_secs(30),
             extra: Vec::new(),
+            body: None,
         }
     }
 
     /// Whether a `curl` binary can be run here.
     pub fn available() -> bool {
-        Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success())
+        Command::new("curl")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     /// `--cacert`.
-    pub fn cacert(mut self, path: &Path) -> Self {
-        self.cacert = Some(path.to_owned());
-        self
+    pub fn cacert(&self, path: &Path) -> Curl {
+        let mut c = self.clone();
+        c.cacert = Some(path.to_owned());
+        c
     }
 
     /// `--cert` and `--key`.
-    pub fn cert(mut self, cert: &Path, key: &Path) -> Self {
-        self.cert = Some((cert.to_owned(), key.to_owned()));
-        self
+    pub fn cert(&self, cert: &Path, key: &Path) -> Curl {
+        let mut c = self.clone();
+        c.cert = Some((cert.to_owned(), key.to_owned()));
+        c
     }
 
     /// `--cert` and `--key` from a `(cert, key)` pair of paths.
-    pub fn cert_pair(self, pair: &(PathBuf, PathBuf)) -> Self {
+    pub fn cert_pair(&self, pair: &(PathBuf, PathBuf)) -> Curl {
         self.cert(&pair.0, &pair.1)
     }
 
     /// `-H "name: value"` (repeatable).
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push(format!("{name}: {value}"));
-        self
+    pub fn header(&self, name: &str, value: &str) -> Curl {
+        let mut c = self.clone();
+        c.headers.push(format!("{name}: {value}"));
+        c
     }
 
-    pub fn http(mut self, v: CurlHttp) -> Self {
-        self.http = v;
-        self
+    /// `-u user:password` (Basic credentials).
+    pub fn basic(&self, user: &str, password: &str) -> Curl {
+        self.arg("-u").arg(&format!("{user}:{password}"))
+    }
+
+    pub fn http(&self, v: CurlHttp) -> Curl {
+        let mut c = self.clone();
+        c.http = v;
+        c
     }
 
     /// `-L`.
-    pub fn follow_redirects(mut self) -> Self {
-        self.follow = true;
-        self
+    pub fn follow_redirects(&self) -> Curl {
+        let mut c = self.clone();
+        c.follow = true;
+        c
     }
 
     /// `--max-time` (default 30 s).
-    pub fn max_time(mut self, t: Duration) -> Self {
-        self.max_time = t;
-        self
+    pub fn max_time(&self, t: Duration) -> Curl {
+        let mut c = self.clone();
+        c.max_time = t;
+        c
+    }
+
+    /// Send this request body (`--data-binary`) with this `Content-Type`.
+    pub fn body(&self, content_type: &str, body: impl Into<Vec<u8>>) -> Curl {
+        let mut c = self.header("Content-Type", content_type);
+        c.body = Some(body.into());
+        c
+    }
+
+    pub fn put(&self, path: &str) -> CurlResponse {
+        self.run("PUT", path)
     }
 
     /// Any other argument, passed as is.
-    pub fn arg(mut self, a: &str) -> Self {
-        self.extra.push(a.to_owned());
-        self
+    pub fn arg(&self, a: &str) -> Curl {
+        let mut c = self.clone();
+        c.extra.push(a.to_owned());
+        c
     }
 
     pub fn get(&self, path: &str) -> CurlResponse {
@@ -518,12 +622,17 @@ impl Curl {
 
     /// Run and panic on a transport error.
     pub fn run(&self, method: &str, path: &str) -> CurlResponse {
-        self.try_run(method, path).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        self.try_run(method, path)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// Run; `Err` when curl itself failed (connection refused, reset, TLS error, timeout...).
     pub fn try_run(&self, method: &str, path: &str) -> Result<CurlResponse, CurlError> {
-        let dir = tempfile::tempdir().map_err(|e| CurlError { exit_code: None, stderr: e.to_string(), status: 0 })?;
+        let dir = tempfile::tempdir().map_err(|e| CurlError {
+            exit_code: None,
+            stderr: e.to_string(),
+            status: 0,
+        })?;
         let head_file = dir.path().join("headers");
         let body_file = dir.path().join("body");
         let url = if path.starts_with("http://") || path.starts_with("https://") {
@@ -571,21 +680,51 @@ impl Curl {
         if self.follow {
             cmd.arg("-L");
         }
+        if let Some(body) = &self.body {
+            let body_in = dir.path().join("request-body");
+            std::fs::write(&body_in, body).map_err(|e| CurlError {
+                exit_code: None,
+                stderr: e.to_string(),
+                status: 0,
+            })?;
+            let mut arg = std::ffi::OsString::from("@");
+            arg.push(&body_in);
+            cmd.arg("--data-binary").arg(arg);
+        }
         cmd.args(&self.extra).arg(&url);
-        let out = cmd.output().map_err(|e| CurlError { exit_code: None, stderr: format!("cannot run curl: {e}"), status: 0 })?;
+        let out = cmd.output().map_err(|e| CurlError {
+            exit_code: None,
+            stderr: format!("cannot run curl: {e}"),
+            status: 0,
+        })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let mut w = stdout.split_whitespace();
         let status: u16 = w.next().and_then(|s| s.parse().ok()).unwrap_or(0);
         let http_version = w.next().unwrap_or_default().to_owned();
         if !out.status.success() {
-            return Err(CurlError { exit_code: out.status.code(), stderr, status });
+            return Err(CurlError {
+                exit_code: out.status.code(),
+                stderr,
+                status,
+            });
         }
         let raw_head = std::fs::read(&head_file).unwrap_or_default();
         let hops = parse_header_dump(&String::from_utf8_lossy(&raw_head));
         let headers = hops.last().map(|(_, h)| h.clone()).unwrap_or_default();
-        let body = if method == "HEAD" { Vec::new() } else { std::fs::read(&body_file).unwrap_or_default() };
-        Ok(CurlResponse { status, http_version, headers, body, hops, stderr })
+        let body = if method == "HEAD" {
+            Vec::new()
+        } else {
+            std::fs::read(&body_file).unwrap_or_default()
+        };
+        Ok(CurlResponse {
+            status,
+            http_version,
+            headers,
+            body,
+            hops,
+            stderr,
+        })
     }
 }
 
@@ -599,7 +738,11 @@ fn parse_header_dump(dump: &str) -> Vec<(u16, Vec<(String, String)>)> {
             if let Some(h) = current.take() {
                 hops.push(h);
             }
-            let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             current = Some((status, Vec::new()));
         } else if let Some((name, value)) = line.split_once(':')
             && let Some((_, headers)) = current.as_mut()

@@ -72,8 +72,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    Fault, Faults, Recorded, RequestLog, ServerThread, ServerTls, any_loopback_port, capture_connection,
-    dropping_response, lock, record, truncate_response,
+    Fault, Faults, Recorded, RequestLog, ServerThread, ServerTls, any_loopback_port,
+    capture_connection, dropping_response, lock, record, truncate_response,
 };
 
 /// Which route a central request hit.
@@ -155,7 +155,11 @@ impl FakeCentralBuilder {
     /// Path prefix of Katello's registry API (`central.registry_path`), default `/v2/`.
     pub fn registry_path(mut self, path: &str) -> Self {
         let p = path.trim_matches('/');
-        self.registry_path = if p.is_empty() { "/".into() } else { format!("/{p}/") };
+        self.registry_path = if p.is_empty() {
+            "/".into()
+        } else {
+            format!("/{p}/")
+        };
         self
     }
 
@@ -173,13 +177,25 @@ impl FakeCentralBuilder {
 
     /// A user with Basic credentials; `_catalog` answers the public repos plus these.
     pub fn user(mut self, login: &str, password: &str, repos: &[&str]) -> Self {
-        self.users.insert(login.to_owned(), User { password: password.to_owned(), repos: strings(repos) });
+        self.users.insert(
+            login.to_owned(),
+            User {
+                password: password.to_owned(),
+                repos: strings(repos),
+            },
+        );
         self
     }
 
     /// A personal access token of `login` (never expires) accepted as `Bearer`.
     pub fn personal_token(mut self, token: &str, login: &str) -> Self {
-        self.tokens.insert(token.to_owned(), Token { login: login.to_owned(), expires: None });
+        self.tokens.insert(
+            token.to_owned(),
+            Token {
+                login: login.to_owned(),
+                expires: None,
+            },
+        );
         self
     }
 
@@ -236,19 +252,34 @@ impl FakeCentralBuilder {
             faults: Faults::new(),
             minted: AtomicU64::new(0),
         });
-        let tls = self.tls.map(|t| t.server_config().map_err(io::Error::other)).transpose()?;
+        let tls = self
+            .tls
+            .map(|t| t.server_config().map_err(io::Error::other))
+            .transpose()?;
         let server = serve(&state, tls.clone(), any_loopback_port())?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}", server.addr);
-        Ok(FakeCentral { addr: server.addr, state, tls, server: Some(server), url })
+        Ok(FakeCentral {
+            addr: server.addr,
+            state,
+            tls,
+            server: Some(server),
+            url,
+        })
     }
 }
 
-fn serve(state: &Arc<CentralState>, tls: Option<rustls::ServerConfig>, addr: SocketAddr) -> io::Result<ServerThread> {
+fn serve(
+    state: &Arc<CentralState>,
+    tls: Option<rustls::ServerConfig>,
+    addr: SocketAddr,
+) -> io::Result<ServerThread> {
     let app_state = state.clone();
     ServerThread::start("fake-central", addr, move |listener| {
         let server = HttpServer::new(move || {
-            App::new().app_data(web::Data::from(app_state.clone())).default_service(web::to(handle))
+            App::new()
+                .app_data(web::Data::from(app_state.clone()))
+                .default_service(web::to(handle))
         })
         .workers(2)
         .disable_signals()
@@ -303,10 +334,13 @@ impl FakeCentral {
         }
     }
 
-    /// Serve again on the same port, with the same state and counters.
+    /// Serve again on the same port, with the same state and counters. Keep-alive
+    /// connections from before the stop stay dead: a client (or the gateway) that
+    /// reuses one from its pool gets a reset, as with a real central restart.
     pub fn restart(&mut self) {
         self.stop();
-        let server = serve(&self.state, self.tls.clone(), self.addr).expect("fake central restarts on its port");
+        let server = serve(&self.state, self.tls.clone(), self.addr)
+            .expect("fake central restarts on its port");
         self.server = Some(server);
     }
 
@@ -337,7 +371,10 @@ impl FakeCentral {
 
     /// `_catalog` calls with exactly this `Authorization` value (e.g. `Bearer abc`).
     pub fn catalog_calls_for_authorization(&self, value: &str) -> u64 {
-        lock(&self.state.per_authorization).get(value).copied().unwrap_or(0)
+        lock(&self.state.per_authorization)
+            .get(value)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// `/v2/token` calls.
@@ -350,7 +387,12 @@ impl FakeCentral {
     }
 
     pub fn requests_of(&self, route: CentralRoute) -> Vec<CentralRequest> {
-        self.state.log.all().into_iter().filter(|r| r.kind == route).collect()
+        self.state
+            .log
+            .all()
+            .into_iter()
+            .filter(|r| r.kind == route)
+            .collect()
     }
 
     /// Zero the counters and clear the log (issued tokens stay valid).
@@ -368,7 +410,9 @@ impl FakeCentral {
     // -- knobs --------------------------------------------------------------
 
     pub fn set_delay(&self, d: Duration) {
-        self.state.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Every request gets `fault` until cleared.
@@ -398,7 +442,13 @@ impl FakeCentral {
     }
 
     pub fn set_user(&self, login: &str, password: &str, repos: &[&str]) {
-        lock(&self.state.users).insert(login.to_owned(), User { password: password.to_owned(), repos: strings(repos) });
+        lock(&self.state.users).insert(
+            login.to_owned(),
+            User {
+                password: password.to_owned(),
+                repos: strings(repos),
+            },
+        );
     }
 
     pub fn set_public(&self, repos: &[&str]) {
@@ -420,7 +470,10 @@ impl FakeCentral {
 
     /// Tokens currently valid, with their owner.
     pub fn tokens(&self) -> Vec<(String, String)> {
-        lock(&self.state.tokens).iter().map(|(t, v)| (t.clone(), v.login.clone())).collect()
+        lock(&self.state.tokens)
+            .iter()
+            .map(|(t, v)| (t.clone(), v.login.clone()))
+            .collect()
     }
 }
 
@@ -438,12 +491,16 @@ fn rails(status: StatusCode) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
     b.insert_header(("Docker-Distribution-API-Version", "registry/2.0"));
     b.insert_header((header::CONTENT_TYPE, "application/json; charset=utf-8"));
-    b.insert_header(("X-Request-Id", format!("{:x}", Sha256::digest(format!("{:?}", SystemTime::now())))));
+    b.insert_header((
+        "X-Request-Id",
+        format!("{:x}", Sha256::digest(format!("{:?}", SystemTime::now()))),
+    ));
     b
 }
 
 fn unauthorized(login: &str) -> HttpResponse {
-    let body = serde_json::json!({"error": {"message": format!("Unable to authenticate user {login}")}});
+    let body =
+        serde_json::json!({"error": {"message": format!("Unable to authenticate user {login}")}});
     rails(StatusCode::UNAUTHORIZED).body(body.to_string())
 }
 
@@ -455,12 +512,23 @@ enum Auth {
 }
 
 fn parse_auth(req: &HttpRequest) -> Auth {
-    let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return Auth::None };
+    let Some(v) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Auth::None;
+    };
     if let Some(b64) = v.strip_prefix("Basic ") {
-        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else { return Auth::Malformed };
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+            return Auth::Malformed;
+        };
         let raw = String::from_utf8_lossy(&raw).into_owned();
         let (login, password) = raw.split_once(':').unwrap_or((raw.as_str(), ""));
-        return Auth::Basic { login: login.to_owned(), password: password.to_owned() };
+        return Auth::Basic {
+            login: login.to_owned(),
+            password: password.to_owned(),
+        };
     }
     if let Some(t) = v.strip_prefix("Bearer ") {
         return Auth::Bearer(t.trim().to_owned());
@@ -474,13 +542,18 @@ fn bump(map: &Mutex<HashMap<String, u64>>, key: &str) {
 
 impl CentralState {
     fn check_basic(&self, login: &str, password: &str) -> Option<User> {
-        lock(&self.users).get(login).filter(|u| u.password == password).cloned()
+        lock(&self.users)
+            .get(login)
+            .filter(|u| u.password == password)
+            .cloned()
     }
 
     fn token_owner(&self, token: &str) -> Option<String> {
         let tokens = lock(&self.tokens);
         let t = tokens.get(token)?;
-        t.expires.is_none_or(|e| e > SystemTime::now()).then(|| t.login.clone())
+        t.expires
+            .is_none_or(|e| e > SystemTime::now())
+            .then(|| t.login.clone())
     }
 
     fn user_view(&self, login: &str) -> Vec<String> {
@@ -516,13 +589,18 @@ async fn handle(req: HttpRequest, state: web::Data<CentralState>) -> HttpRespons
                     }
                 }
                 Auth::None => {
-                    if let Some(uuid) = req.headers().get("hostuuid").and_then(|v| v.to_str().ok()) {
+                    if let Some(uuid) = req.headers().get("hostuuid").and_then(|v| v.to_str().ok())
+                    {
                         bump(&state.per_host, uuid);
                     }
                 }
                 Auth::Malformed => {}
             }
-            if let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            if let Some(v) = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+            {
                 bump(&state.per_authorization, v);
             }
         }
@@ -545,16 +623,26 @@ async fn handle(req: HttpRequest, state: web::Data<CentralState>) -> HttpRespons
             let body = serde_json::json!({"error": {"message": format!("injected {code}")}});
             return rails(status).body(body.to_string());
         }
-        Some(Fault::Garbage) => return rails(StatusCode::OK).body(&b"{\"repositories\": [\"unterminated"[..]),
-        Some(Fault::Close) => return dropping_response(StatusCode::OK, "application/json", 1024, Bytes::new()),
+        Some(Fault::Garbage) => {
+            return rails(StatusCode::OK).body(&b"{\"repositories\": [\"unterminated"[..]);
+        }
+        Some(Fault::Close) => {
+            return dropping_response(StatusCode::OK, "application/json", 1024, Bytes::new());
+        }
         Some(Fault::Truncate) => truncate = true,
     }
     let resp = match route {
         CentralRoute::Catalog => catalog(&req, &state),
         CentralRoute::Token => token(&req, &state),
-        CentralRoute::Other => rails(StatusCode::NOT_FOUND).body(r#"{"error":{"message":"Route not found"}}"#),
+        CentralRoute::Other => {
+            rails(StatusCode::NOT_FOUND).body(r#"{"error":{"message":"Route not found"}}"#)
+        }
     };
-    if truncate { truncate_response(resp) } else { resp }
+    if truncate {
+        truncate_response(resp)
+    } else {
+        resp
+    }
 }
 
 fn catalog(req: &HttpRequest, state: &CentralState) -> HttpResponse {
@@ -569,7 +657,10 @@ fn catalog(req: &HttpRequest, state: &CentralState) -> HttpResponse {
         },
         Auth::Malformed => return unauthorized(""),
         Auth::None => match req.headers().get("hostuuid").and_then(|v| v.to_str().ok()) {
-            Some(uuid) => lock(&state.hosts).get(uuid).cloned().unwrap_or_else(|| lock(&state.public).clone()),
+            Some(uuid) => lock(&state.hosts)
+                .get(uuid)
+                .cloned()
+                .unwrap_or_else(|| lock(&state.public).clone()),
             None => lock(&state.public).clone(),
         },
     };
@@ -578,18 +669,30 @@ fn catalog(req: &HttpRequest, state: &CentralState) -> HttpResponse {
 
 fn rfc3339(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn token(req: &HttpRequest, state: &CentralState) -> HttpResponse {
-    let params: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
     // Rails keeps the last value of a repeated key.
-    let last = |k: &str| params.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let last = |k: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let scope = last("scope");
     let account = last("account");
-    let scope_repo = scope.strip_prefix("repository:").and_then(|s| s.rsplit_once(':')).map(|(name, _)| name.to_owned());
+    let scope_repo = scope
+        .strip_prefix("repository:")
+        .and_then(|s| s.rsplit_once(':'))
+        .map(|(name, _)| name.to_owned());
     let scope_is_public = scope_repo.is_some_and(|r| lock(&state.public).contains(&r));
     let issued = |now: SystemTime| -> Option<String> {
         match &*lock(&state.issued_at) {
@@ -637,7 +740,8 @@ fn token(req: &HttpRequest, state: &CentralState) -> HttpResponse {
     let value = existing.unwrap_or_else(|| {
         let n = state.minted.fetch_add(1, Ordering::SeqCst);
         let seed = format!("{login}:{n}:{:?}", SystemTime::now());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&Sha256::digest(seed.as_bytes())[..18])
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(&Sha256::digest(seed.as_bytes())[..18])
     });
     tokens.insert(value.clone(), Token { login, expires });
     drop(tokens);

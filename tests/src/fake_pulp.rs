@@ -48,6 +48,7 @@
 //!
 //! [`FakePulp::fail`] (every request), [`FakePulp::fail_kind`], [`FakePulp::fail_times`],
 //! [`FakePulp::clear_faults`]; see [`Fault`].
+//! Outage: [`FakePulp::stop`] (connection refused) and [`FakePulp::restart`] (same port, same state).
 //!
 //! # Content helpers
 //!
@@ -80,8 +81,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    Fault, Faults, Recorded, RequestLog, ServerThread, ServerTls, any_loopback_port, capture_connection,
-    dropping_response, lock, record, truncate_response,
+    Fault, Faults, Recorded, RequestLog, ServerThread, ServerTls, any_loopback_port,
+    capture_connection, dropping_response, lock, record, truncate_response,
 };
 
 /// Media types.
@@ -116,12 +117,17 @@ pub fn generated_byte(seed: u8, i: u64) -> u8 {
 }
 
 fn pattern(seed: u8) -> Bytes {
-    (0..(CHUNK as u64 + PERIOD)).map(|i| generated_byte(seed, i)).collect::<Vec<u8>>().into()
+    (0..(CHUNK as u64 + PERIOD))
+        .map(|i| generated_byte(seed, i))
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// Bytes `offset..offset+len` of a generated body (for tests that check content).
 pub fn generated_chunk(seed: u8, offset: u64, len: usize) -> Vec<u8> {
-    (offset..offset + len as u64).map(|i| generated_byte(seed, i)).collect()
+    (offset..offset + len as u64)
+        .map(|i| generated_byte(seed, i))
+        .collect()
 }
 
 /// The true sha256 digest of a generated body (streams it through the hash).
@@ -143,7 +149,10 @@ pub fn generated_digest(size: u64, seed: u8) -> String {
 pub enum BlobBody {
     Bytes(Bytes),
     /// `size` bytes of [`generated_byte`]`(seed, i)`, produced while streaming.
-    Generated { size: u64, seed: u8 },
+    Generated {
+        size: u64,
+        seed: u8,
+    },
 }
 
 /// A blob and its digest.
@@ -157,19 +166,28 @@ impl Blob {
     /// A blob with these bytes; digest = sha256 of them.
     pub fn new(bytes: impl Into<Bytes>) -> Blob {
         let bytes = bytes.into();
-        Blob { digest: sha256_digest(&bytes), body: BlobBody::Bytes(bytes) }
+        Blob {
+            digest: sha256_digest(&bytes),
+            body: BlobBody::Bytes(bytes),
+        }
     }
 
-    /// A generated body of `size` bytes with its true digest (hashing 1 GiB takes a few seconds;
-    /// see [`Blob::generated_unhashed`]).
+    /// A generated body of `size` bytes with its true digest (hashing 1 GiB takes about a
+    /// second; see [`Blob::generated_unhashed`]).
     pub fn generated(size: u64, seed: u8) -> Blob {
-        Blob { digest: generated_digest(size, seed), body: BlobBody::Generated { size, seed } }
+        Blob {
+            digest: generated_digest(size, seed),
+            body: BlobBody::Generated { size, seed },
+        }
     }
 
     /// A generated body whose digest is **not** its content hash
     /// (`sha256(<size>:<seed>)`): for streaming tests that never verify digests.
     pub fn generated_unhashed(size: u64, seed: u8) -> Blob {
-        Blob { digest: sha256_digest(format!("generated:{size}:{seed}").as_bytes()), body: BlobBody::Generated { size, seed } }
+        Blob {
+            digest: sha256_digest(format!("generated:{size}:{seed}").as_bytes()),
+            body: BlobBody::Generated { size, seed },
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -203,7 +221,11 @@ pub struct Manifest {
 impl Manifest {
     pub fn new(media_type: &str, bytes: impl Into<Bytes>) -> Manifest {
         let bytes = bytes.into();
-        Manifest { media_type: media_type.to_owned(), digest: sha256_digest(&bytes), bytes }
+        Manifest {
+            media_type: media_type.to_owned(),
+            digest: sha256_digest(&bytes),
+            bytes,
+        }
     }
 }
 
@@ -219,7 +241,10 @@ impl Labels {
         }
     }
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -287,20 +312,31 @@ impl Image {
         let metadata = format!(
             "[Application]\nname={app_id}\nruntime=org.test.Platform/x86_64/1\nsdk=org.test.Platform/x86_64/1\ncommand=hello\n\n[Context]\nshared=network;\n"
         );
-        let body = format!("Name: {app_id}\nArch: x86_64\nBranch: stable\nBuilt with: Flatpak 1.14.10\n");
-        Image::new().flatpak_labels(&r#ref, &metadata, &body, &format!("{app_id} app – ünïcödé ✓"))
+        let body =
+            format!("Name: {app_id}\nArch: x86_64\nBranch: stable\nBuilt with: Flatpak 1.14.10\n");
+        Image::new().flatpak_labels(
+            &r#ref,
+            &metadata,
+            &body,
+            &format!("{app_id} app – ünïcödé ✓"),
+        )
     }
 
     /// A Flatpak runtime (ref `runtime/<id>/x86_64/<branch>`).
     pub fn flatpak_runtime(id: &str, branch: &str) -> Image {
         let r#ref = format!("runtime/{id}/x86_64/{branch}");
-        let metadata = format!("[Runtime]\nname={id}\nruntime={id}/x86_64/{branch}\nsdk={id}/x86_64/{branch}\n");
-        let body = format!("Name: {id}\nArch: x86_64\nBranch: {branch}\nBuilt with: Flatpak 1.14.10\n");
+        let metadata = format!(
+            "[Runtime]\nname={id}\nruntime={id}/x86_64/{branch}\nsdk={id}/x86_64/{branch}\n"
+        );
+        let body =
+            format!("Name: {id}\nArch: x86_64\nBranch: {branch}\nBuilt with: Flatpak 1.14.10\n");
         Image::new().flatpak_labels(&r#ref, &metadata, &body, &format!("Export {id}"))
     }
 
     fn flatpak_labels(self, r#ref: &str, metadata: &str, body: &str, subject: &str) -> Image {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode([s.as_bytes(), b"\0\0s"].concat());
+        let b64 = |s: &str| {
+            base64::engine::general_purpose::STANDARD.encode([s.as_bytes(), b"\0\0s"].concat())
+        };
         let commit = hex::encode(Sha256::digest(r#ref.as_bytes()));
         self.label("org.flatpak.ref", r#ref)
             .label("org.flatpak.body", body)
@@ -312,10 +348,22 @@ impl Image {
             .label("org.flatpak.installed-size", "963584")
             .label("org.flatpak.commit-metadata.xa.ref", &b64(r#ref))
             .label("org.flatpak.commit-metadata.xa.metadata", &b64(metadata))
-            .label("org.flatpak.commit-metadata.xa.download-size", "AAAAAAAIGRMAdA==")
-            .label("org.flatpak.commit-metadata.xa.installed-size", "AAAAAAAOtAAAdA==")
-            .label("org.flatpak.commit-metadata.ostree.ref-binding", &b64(r#ref))
-            .label("org.flatpak.commit-metadata.ostree.collection-binding", "AABz")
+            .label(
+                "org.flatpak.commit-metadata.xa.download-size",
+                "AAAAAAAIGRMAdA==",
+            )
+            .label(
+                "org.flatpak.commit-metadata.xa.installed-size",
+                "AAAAAAAOtAAAdA==",
+            )
+            .label(
+                "org.flatpak.commit-metadata.ostree.ref-binding",
+                &b64(r#ref),
+            )
+            .label(
+                "org.flatpak.commit-metadata.ostree.collection-binding",
+                "AABz",
+            )
     }
 
     /// Set (or replace) a label.
@@ -383,18 +431,32 @@ impl Image {
             created: "2026-01-01T00:00:00Z",
             architecture: &self.architecture,
             os: &self.os,
-            config: ContainerConfig { labels: &self.labels },
-            rootfs: RootFs { r#type: "layers", diff_ids },
-            history: vec![History { created: "2026-01-01T00:00:00Z", created_by: "gateway-tests" }],
+            config: ContainerConfig {
+                labels: &self.labels,
+            },
+            rootfs: RootFs {
+                r#type: "layers",
+                diff_ids,
+            },
+            history: vec![History {
+                created: "2026-01-01T00:00:00Z",
+                created_by: "gateway-tests",
+            }],
         };
         let config = Blob::new(serde_json::to_vec(&config).expect("image config serialises"));
         let (manifest_type, config_type, layer_type) = match self.flavor {
-            Flavor::Oci => (media::OCI_MANIFEST, media::OCI_CONFIG, media::OCI_LAYER_GZIP),
-            Flavor::DockerV2 => (media::DOCKER_MANIFEST, media::DOCKER_CONFIG, media::DOCKER_LAYER_GZIP),
+            Flavor::Oci => (
+                media::OCI_MANIFEST,
+                media::OCI_CONFIG,
+                media::OCI_LAYER_GZIP,
+            ),
+            Flavor::DockerV2 => (
+                media::DOCKER_MANIFEST,
+                media::DOCKER_CONFIG,
+                media::DOCKER_LAYER_GZIP,
+            ),
         };
-        let descriptor = |media_type: &str, b: &Blob| {
-            serde_json::json!({"mediaType": media_type, "digest": b.digest, "size": b.size()})
-        };
+        let descriptor = |media_type: &str, b: &Blob| serde_json::json!({"mediaType": media_type, "digest": b.digest, "size": b.size()});
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": manifest_type,
@@ -498,7 +560,8 @@ impl FakeRepo {
     }
 
     fn store_image(&mut self, built: &BuiltImage) {
-        self.blobs.insert(built.config.digest.clone(), built.config.clone());
+        self.blobs
+            .insert(built.config.digest.clone(), built.config.clone());
         for l in &built.layers {
             self.blobs.insert(l.digest.clone(), l.clone());
         }
@@ -520,7 +583,8 @@ impl FakeRepo {
     pub fn image(mut self, tag: &str, image: Image) -> FakeRepo {
         let built = image.build();
         self.store_image(&built);
-        self.tags.insert(tag.to_owned(), built.manifest.digest.clone());
+        self.tags
+            .insert(tag.to_owned(), built.manifest.digest.clone());
         self
     }
 
@@ -539,13 +603,32 @@ impl FakeRepo {
                 "size": built.manifest.bytes.len(),
                 "platform": {"architecture": built.architecture, "os": built.os},
             }));
-            children.push((built.manifest.digest.clone(), built.os.clone(), built.architecture.clone()));
+            children.push((
+                built.manifest.digest.clone(),
+                built.os.clone(),
+                built.architecture.clone(),
+            ));
         }
-        let media_type = if docker { media::DOCKER_LIST } else { media::OCI_INDEX };
-        let list = serde_json::json!({"schemaVersion": 2, "mediaType": media_type, "manifests": entries});
-        let manifest = Manifest::new(media_type, serde_json::to_vec_pretty(&list).expect("list serialises"));
+        let media_type = if docker {
+            media::DOCKER_LIST
+        } else {
+            media::OCI_INDEX
+        };
+        let list =
+            serde_json::json!({"schemaVersion": 2, "mediaType": media_type, "manifests": entries});
+        let manifest = Manifest::new(
+            media_type,
+            serde_json::to_vec_pretty(&list).expect("list serialises"),
+        );
         self.tags.insert(tag.to_owned(), manifest.digest.clone());
-        self.manifests.insert(manifest.digest.clone(), Stored { manifest, image: None, children });
+        self.manifests.insert(
+            manifest.digest.clone(),
+            Stored {
+                manifest,
+                image: None,
+                children,
+            },
+        );
         self
     }
 
@@ -554,7 +637,14 @@ impl FakeRepo {
         if let Some(t) = tag {
             self.tags.insert(t.to_owned(), manifest.digest.clone());
         }
-        self.manifests.insert(manifest.digest.clone(), Stored { manifest, image: None, children: Vec::new() });
+        self.manifests.insert(
+            manifest.digest.clone(),
+            Stored {
+                manifest,
+                image: None,
+                children: Vec::new(),
+            },
+        );
         self
     }
 
@@ -597,17 +687,27 @@ impl FakeRepo {
 
     /// A manifest by tag or digest.
     pub fn manifest_for(&self, reference: &str) -> Option<Manifest> {
-        let digest = if reference.starts_with("sha256:") { reference } else { self.tags.get(reference)? };
+        let digest = if reference.starts_with("sha256:") {
+            reference
+        } else {
+            self.tags.get(reference)?
+        };
         self.manifests.get(digest).map(|s| s.manifest.clone())
     }
 
     /// Digests of the layers of the image manifest at `reference` (tag or digest).
     pub fn layer_digests(&self, reference: &str) -> Vec<String> {
-        let Some(m) = self.manifest_for(reference) else { return Vec::new() };
+        let Some(m) = self.manifest_for(reference) else {
+            return Vec::new();
+        };
         let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
         v["layers"]
             .as_array()
-            .map(|ls| ls.iter().filter_map(|l| l["digest"].as_str().map(str::to_owned)).collect())
+            .map(|ls| {
+                ls.iter()
+                    .filter_map(|l| l["digest"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -655,13 +755,17 @@ impl IndexQuery {
                 "os" => q.oss = Some(values),
                 "architecture" => q.architectures = Some(values),
                 k if k.starts_with("label:") => {
-                    if let Some(label) = k.strip_prefix("label:").and_then(|l| l.strip_suffix(":exists")) {
+                    if let Some(label) = k
+                        .strip_prefix("label:")
+                        .and_then(|l| l.strip_suffix(":exists"))
+                    {
                         if values.iter().any(|v| v != "1") {
                             return Err(format!("{k} must have value 1."));
                         }
                         q.label_exists.insert(label.to_owned());
                     } else {
-                        q.label_values.push((k["label:".len()..].to_owned(), values));
+                        q.label_values
+                            .push((k["label:".len()..].to_owned(), values));
                     }
                 }
                 other => return Err(format!("Unsupported {other}.")),
@@ -681,10 +785,19 @@ impl IndexQuery {
 }
 
 /// The query flatpak sends, raw.
-pub const FLATPAK_INDEX_QUERY: &str = "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
+pub const FLATPAK_INDEX_QUERY: &str =
+    "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
 
-fn collect_images(repo: &FakeRepo, tag: &str, digest: &str, q: &IndexQuery, out: &mut Vec<(String, BTreeSet<String>)>) {
-    let Some(stored) = repo.manifests.get(digest) else { return };
+fn collect_images(
+    repo: &FakeRepo,
+    tag: &str,
+    digest: &str,
+    q: &IndexQuery,
+    out: &mut Vec<(String, BTreeSet<String>)>,
+) {
+    let Some(stored) = repo.manifests.get(digest) else {
+        return;
+    };
     if stored.image.is_some() {
         match out.iter_mut().find(|(d, _)| d == digest) {
             Some((_, tags)) => {
@@ -695,7 +808,9 @@ fn collect_images(repo: &FakeRepo, tag: &str, digest: &str, q: &IndexQuery, out:
         return;
     }
     for (child, os, arch) in &stored.children {
-        if q.oss.as_ref().is_some_and(|o| !o.contains(os)) || q.architectures.as_ref().is_some_and(|a| !a.contains(arch)) {
+        if q.oss.as_ref().is_some_and(|o| !o.contains(os))
+            || q.architectures.as_ref().is_some_and(|a| !a.contains(arch))
+        {
             continue;
         }
         collect_images(repo, tag, child, q, out);
@@ -736,7 +851,10 @@ pub fn pulp_index_json(registry: &str, repos: &[FakeRepo], q: &IndexQuery) -> Ve
     }
     let mut results = Vec::new();
     for repo in repos {
-        if q.repositories.as_ref().is_some_and(|r| !r.contains(&repo.name)) {
+        if q.repositories
+            .as_ref()
+            .is_some_and(|r| !r.contains(&repo.name))
+        {
             continue;
         }
         let mut found = Vec::new();
@@ -748,14 +866,20 @@ pub fn pulp_index_json(registry: &str, repos: &[FakeRepo], q: &IndexQuery) -> Ve
         }
         let mut images = Vec::new();
         for (digest, tags) in found {
-            let Some(stored) = repo.manifests.get(&digest) else { continue };
+            let Some(stored) = repo.manifests.get(&digest) else {
+                continue;
+            };
             let Some(info) = &stored.image else { continue };
             let labels = Labels(info.labels.clone());
             if labels.0.is_empty()
                 || q.label_exists.iter().any(|l| labels.get(l).is_none())
                 || q.oss.as_ref().is_some_and(|o| !o.contains(&info.os))
-                || q.architectures.as_ref().is_some_and(|a| !a.contains(&info.architecture))
-                || q.label_values.iter().any(|(l, vs)| !labels.get(l).is_some_and(|v| vs.iter().any(|x| x == v)))
+                || q.architectures
+                    .as_ref()
+                    .is_some_and(|a| !a.contains(&info.architecture))
+                || q.label_values
+                    .iter()
+                    .any(|(l, vs)| !labels.get(l).is_some_and(|v| vs.iter().any(|x| x == v)))
             {
                 continue;
             }
@@ -769,7 +893,10 @@ pub fn pulp_index_json(registry: &str, repos: &[FakeRepo], q: &IndexQuery) -> Ve
             });
         }
         if !images.is_empty() {
-            results.push(Res { name: &repo.name, images });
+            results.push(Res {
+                name: &repo.name,
+                images,
+            });
         }
     }
     serde_json::to_vec(&Index { registry, results }).expect("index serialises")
@@ -863,7 +990,9 @@ fn classify(path: &str, prefix: &str) -> Route {
         }
         return Route::Other;
     }
-    let Some(p) = path.strip_prefix(prefix) else { return Route::Other };
+    let Some(p) = path.strip_prefix(prefix) else {
+        return Route::Other;
+    };
     match p {
         "/index/static" | "/index/static/" => return Route::Index { dynamic: false },
         "/index/dynamic" | "/index/dynamic/" => return Route::Index { dynamic: true },
@@ -871,9 +1000,17 @@ fn classify(path: &str, prefix: &str) -> Route {
         "/v2/_catalog" => return Route::Catalog,
         _ => {}
     }
-    let Some(rest) = p.strip_prefix("/v2/") else { return Route::Other };
+    let Some(rest) = p.strip_prefix("/v2/") else {
+        return Route::Other;
+    };
     if let Some(name) = rest.strip_suffix("/tags/list") {
-        return if name.is_empty() { Route::Other } else { Route::Tags { name: name.to_owned() } };
+        return if name.is_empty() {
+            Route::Other
+        } else {
+            Route::Tags {
+                name: name.to_owned(),
+            }
+        };
     }
     if let Some((name, reference)) = split_ref(rest, "/manifests/") {
         return Route::Manifest { name, reference };
@@ -915,29 +1052,49 @@ impl PulpState {
     /// A signed content-app URL like pulpcore's (`expires` + `validate_token=salt:hash`).
     fn signed_url(&self, path: &str) -> String {
         let expires = now_secs() + 3600;
-        let salt = hex::encode(&Sha256::digest(format!("{path}{expires}{}", self.correlation.load(Ordering::Relaxed)))[..16]);
-        format!("{}{path}?expires={expires}&validate_token={salt}:{}", self.origin(), self.token(&salt, path, expires))
+        let salt = hex::encode(
+            &Sha256::digest(format!(
+                "{path}{expires}{}",
+                self.correlation.load(Ordering::Relaxed)
+            ))[..16],
+        );
+        format!(
+            "{}{path}?expires={expires}&validate_token={salt}:{}",
+            self.origin(),
+            self.token(&salt, path, expires)
+        )
     }
 
     fn token(&self, salt: &str, path: &str, expires: u64) -> String {
-        hex::encode(Sha256::digest(format!("{salt}{path}?expires={expires}{}", self.secret)))
+        hex::encode(Sha256::digest(format!(
+            "{salt}{path}?expires={expires}{}",
+            self.secret
+        )))
     }
 
     fn verify(&self, req: &HttpRequest) -> bool {
-        let q: HashMap<String, String> = form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let (Some(expires), Some(token)) = (q.get("expires").and_then(|e| e.parse::<u64>().ok()), q.get("validate_token"))
-        else {
+        let q: HashMap<String, String> =
+            form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        let (Some(expires), Some(token)) = (
+            q.get("expires").and_then(|e| e.parse::<u64>().ok()),
+            q.get("validate_token"),
+        ) else {
             return false;
         };
-        let Some((salt, hash)) = token.split_once(':') else { return false };
+        let Some((salt, hash)) = token.split_once(':') else {
+            return false;
+        };
         expires >= now_secs() && *hash == self.token(salt, req.uri().path(), expires)
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Configures and starts a [`FakePulp`].
@@ -1001,7 +1158,11 @@ impl FakePulpBuilder {
     }
 
     pub fn try_start(self) -> io::Result<FakePulp> {
-        let secret = hex::encode(Sha256::digest(format!("{:?}{:?}", SystemTime::now(), std::thread::current().id())));
+        let secret = hex::encode(Sha256::digest(format!(
+            "{:?}{:?}",
+            SystemTime::now(),
+            std::thread::current().id()
+        )));
         let state = Arc::new(PulpState {
             registry_path: self.registry_path,
             repos: Mutex::new(self.repos),
@@ -1018,33 +1179,54 @@ impl FakePulpBuilder {
             streams_aborted: AtomicU64::new(0),
             correlation: AtomicU64::new(0),
         });
-        let tls = self.tls.map(|t| t.server_config().map_err(io::Error::other)).transpose()?;
+        let tls = self
+            .tls
+            .map(|t| t.server_config().map_err(io::Error::other))
+            .transpose()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let app_state = state.clone();
-        let server = ServerThread::start("fake-pulp", any_loopback_port(), move |listener| {
-            let server = HttpServer::new(move || {
-                App::new().app_data(web::Data::from(app_state.clone())).default_service(web::to(handle))
-            })
-            .workers(2)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .on_connect(capture_connection);
-            let server = match tls {
-                Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-                None => server.listen(listener)?,
-            };
-            Ok(server.run())
-        })?;
+        let server = serve(&state, tls.clone(), any_loopback_port())?;
         let url = format!("{scheme}://{}", server.addr);
         *lock(&state.content_origin) = self.content_origin.unwrap_or_else(|| url.clone());
-        Ok(FakePulp { state, server, url })
+        Ok(FakePulp {
+            addr: server.addr,
+            state,
+            tls,
+            server: Some(server),
+            url,
+        })
     }
+}
+
+fn serve(
+    state: &Arc<PulpState>,
+    tls: Option<rustls::ServerConfig>,
+    addr: SocketAddr,
+) -> io::Result<ServerThread> {
+    let app_state = state.clone();
+    ServerThread::start("fake-pulp", addr, move |listener| {
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::from(app_state.clone()))
+                .default_service(web::to(handle))
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .on_connect(capture_connection);
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+            None => server.listen(listener)?,
+        };
+        Ok(server.run())
+    })
 }
 
 /// A running fake Pulp; stops on drop.
 pub struct FakePulp {
+    addr: SocketAddr,
     state: Arc<PulpState>,
-    server: ServerThread,
+    tls: Option<rustls::ServerConfig>,
+    server: Option<ServerThread>,
     url: String,
 }
 
@@ -1067,7 +1249,7 @@ impl FakePulp {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.server.addr
+        self.addr
     }
 
     /// The registry prefix (`pulp.registry_path`).
@@ -1103,7 +1285,12 @@ impl FakePulp {
     }
 
     pub fn requests_of(&self, kind: PathKind) -> Vec<PulpRequest> {
-        self.state.log.all().into_iter().filter(|r| r.kind == kind).collect()
+        self.state
+            .log
+            .all()
+            .into_iter()
+            .filter(|r| r.kind == kind)
+            .collect()
     }
 
     pub fn last_request(&self) -> Option<PulpRequest> {
@@ -1195,9 +1382,25 @@ impl FakePulp {
         Ok(pulp_index_json(&self.state.origin(), &repos, &q).into())
     }
 
-    /// Stop serving (connections refused from now on).
+    /// Stop serving: connections are refused (and open ones cut) until [`FakePulp::restart`].
     pub fn stop(&mut self) {
-        self.server.stop();
+        if let Some(mut s) = self.server.take() {
+            s.stop();
+        }
+    }
+
+    /// Serve again on the same port, with the same content, faults and counters
+    /// (pooled keep-alive connections from before stay dead).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.server = Some(
+            serve(&self.state, self.tls.clone(), self.addr)
+                .expect("fake Pulp restarts on its port"),
+        );
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.server.is_some()
     }
 }
 
@@ -1209,7 +1412,12 @@ const GUNICORN: &str = "gunicorn";
 const AIOHTTP: &str = "Python/3.11 aiohttp/3.14.5";
 
 /// A response builder with the headers every Pulp API answer has.
-fn api(state: &PulpState, status: StatusCode, registry_headers: bool, allow: &str) -> HttpResponseBuilder {
+fn api(
+    state: &PulpState,
+    status: StatusCode,
+    registry_headers: bool,
+    allow: &str,
+) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
     b.insert_header((header::SERVER, GUNICORN));
     if registry_headers {
@@ -1230,8 +1438,15 @@ fn api(state: &PulpState, status: StatusCode, registry_headers: bool, allow: &st
     b
 }
 
-fn json_error(state: &PulpState, status: StatusCode, code: &str, message: &str, detail: serde_json::Value) -> HttpResponse {
-    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": detail}]});
+fn json_error(
+    state: &PulpState,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    detail: serde_json::Value,
+) -> HttpResponse {
+    let body =
+        serde_json::json!({"errors": [{"code": code, "message": message, "detail": detail}]});
     api(state, status, true, "GET, HEAD, OPTIONS")
         .content_type("application/json")
         .insert_header((header::VARY, "Accept, Cookie"))
@@ -1246,9 +1461,16 @@ fn django_error(state: &PulpState, status: StatusCode) -> HttpResponse {
 }
 
 fn method_not_allowed(state: &PulpState, method: &str) -> HttpResponse {
-    api(state, StatusCode::METHOD_NOT_ALLOWED, true, "GET, HEAD, OPTIONS")
-        .content_type("application/json")
-        .body(format!("{{\"detail\":\"Method \\\"{method}\\\" not allowed.\"}}"))
+    api(
+        state,
+        StatusCode::METHOD_NOT_ALLOWED,
+        true,
+        "GET, HEAD, OPTIONS",
+    )
+    .content_type("application/json")
+    .body(format!(
+        "{{\"detail\":\"Method \\\"{method}\\\" not allowed.\"}}"
+    ))
 }
 
 async fn handle(req: HttpRequest, state: web::Data<PulpState>) -> HttpResponse {
@@ -1263,19 +1485,33 @@ async fn handle(req: HttpRequest, state: web::Data<PulpState>) -> HttpResponse {
         None => {}
         Some(Fault::Stall(d)) => actix_web::rt::time::sleep(d).await,
         Some(Fault::Status(code)) => {
-            return django_error(&state, StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+            return django_error(
+                &state,
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            );
         }
         Some(Fault::Garbage) => {
-            return api(&state, StatusCode::OK, kind != PathKind::Index, "GET, HEAD, OPTIONS")
-                .content_type("application/json")
-                .body(&b"<html>\x00\xff not json {\"Registry\": [,,]"[..]);
+            return api(
+                &state,
+                StatusCode::OK,
+                kind != PathKind::Index,
+                "GET, HEAD, OPTIONS",
+            )
+            .content_type("application/json")
+            .body(&b"<html>\x00\xff not json {\"Registry\": [,,]"[..]);
         }
-        Some(Fault::Close) => return dropping_response(StatusCode::OK, "application/json", 4096, Bytes::new()),
+        Some(Fault::Close) => {
+            return dropping_response(StatusCode::OK, "application/json", 4096, Bytes::new());
+        }
         Some(Fault::Truncate) => truncate = true,
     }
     let state = state.into_inner();
     let resp = answer(&req, &state, route);
-    if truncate { truncate_response(resp) } else { resp }
+    if truncate {
+        truncate_response(resp)
+    } else {
+        resp
+    }
 }
 
 fn answer(req: &HttpRequest, state: &Arc<PulpState>, route: Route) -> HttpResponse {
@@ -1420,7 +1656,10 @@ fn redirect(state: &PulpState, location: &str) -> HttpResponse {
 }
 
 fn content_forbidden() -> HttpResponse {
-    HttpResponse::Forbidden().insert_header((header::SERVER, AIOHTTP)).content_type("text/plain; charset=utf-8").body("403: Forbidden")
+    HttpResponse::Forbidden()
+        .insert_header((header::SERVER, AIOHTTP))
+        .content_type("text/plain; charset=utf-8")
+        .body("403: Forbidden")
 }
 
 fn content_not_found(req: &HttpRequest) -> HttpResponse {
@@ -1438,7 +1677,10 @@ fn index(req: &HttpRequest, state: &PulpState, dynamic: bool) -> HttpResponse {
             return api(state, StatusCode::BAD_REQUEST, false, allow)
                 .content_type("application/json")
                 .insert_header((header::VARY, "Accept"))
-                .body(serde_json::to_vec(&serde_json::json!({"detail": detail})).expect("detail serialises"));
+                .body(
+                    serde_json::to_vec(&serde_json::json!({"detail": detail}))
+                        .expect("detail serialises"),
+                );
         }
     };
     let wants_html = req
@@ -1465,15 +1707,31 @@ fn index(req: &HttpRequest, state: &PulpState, dynamic: bool) -> HttpResponse {
 }
 
 /// Pulp's `n`/`last` paging (`n` defaults to 100, capped at 1000) with its `Link`.
-fn paginate(req: &HttpRequest, sorted: &[String], link_path: &str) -> (Vec<String>, Option<String>) {
+fn paginate(
+    req: &HttpRequest,
+    sorted: &[String],
+    link_path: &str,
+) -> (Vec<String>, Option<String>) {
     let query = req.uri().query().unwrap_or_default();
-    let pairs: Vec<(String, String)> =
-        form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let n = get("n").and_then(|n| n.parse::<i64>().ok()).map_or(100, |n| n.clamp(0, 1000)) as usize;
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let n = get("n")
+        .and_then(|n| n.parse::<i64>().ok())
+        .map_or(100, |n| n.clamp(0, 1000)) as usize;
     let last = get("last").filter(|l| !l.is_empty());
-    let page: Vec<String> =
-        sorted.iter().filter(|t| last.as_ref().is_none_or(|l| t.as_str() > l.as_str())).take(n).cloned().collect();
+    let page: Vec<String> = sorted
+        .iter()
+        .filter(|t| last.as_ref().is_none_or(|l| t.as_str() > l.as_str()))
+        .take(n)
+        .cloned()
+        .collect();
     let link = (n > 0 && page.len() == n).then(|| {
         let mut ser = form_urlencoded::Serializer::new(String::new());
         let mut seen_n = false;
@@ -1500,9 +1758,23 @@ fn paginate(req: &HttpRequest, sorted: &[String], link_path: &str) -> (Vec<Strin
         if !seen_last {
             ser.append_pair("last", page.last().map(String::as_str).unwrap_or_default());
         }
-        let scheme = if req.conn_data::<crate::harness::ConnFacts>().is_some_and(|c| c.tls) { "https" } else { "http" };
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        format!("<{scheme}://{host}{link_path}?{}>; rel=\"next\"", ser.finish())
+        let scheme = if req
+            .conn_data::<crate::harness::ConnFacts>()
+            .is_some_and(|c| c.tls)
+        {
+            "https"
+        } else {
+            "http"
+        };
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!(
+            "<{scheme}://{host}{link_path}?{}>; rel=\"next\"",
+            ser.finish()
+        )
     });
     (page, link)
 }
@@ -1520,15 +1792,25 @@ fn range(req: &HttpRequest, size: u64) -> Option<(u64, u64)> {
         (size.saturating_sub(suffix), size - 1)
     } else {
         let start: u64 = a.parse().ok()?;
-        let end = if b.is_empty() { size - 1 } else { b.parse::<u64>().ok()?.min(size - 1) };
+        let end = if b.is_empty() {
+            size - 1
+        } else {
+            b.parse::<u64>().ok()?.min(size - 1)
+        };
         (start, end)
     };
     (start <= end && start < size).then_some((start, end))
 }
 
-fn serve_blob(req: &HttpRequest, state: &Arc<PulpState>, b: &mut HttpResponseBuilder, blob: &Blob) -> HttpResponse {
+fn serve_blob(
+    req: &HttpRequest,
+    state: &Arc<PulpState>,
+    b: &mut HttpResponseBuilder,
+    blob: &Blob,
+) -> HttpResponse {
     let size = blob.size();
-    let etag = format!("\"{}-{:x}\"", &blob.digest.trim_start_matches("sha256:")[..16.min(blob.digest.len() - 7)], size);
+    let hex_part = blob.digest.rsplit(':').next().unwrap_or_default();
+    let etag = format!("\"{}-{size:x}\"", hex_part.get(..16).unwrap_or(hex_part));
     b.content_type("application/octet-stream")
         .insert_header(("Docker-Content-Digest", blob.digest.clone()))
         .insert_header(("Docker-Distribution-API-Version", "registry/2.0"))
@@ -1544,7 +1826,9 @@ fn serve_blob(req: &HttpRequest, state: &Arc<PulpState>, b: &mut HttpResponseBui
         None => (0, size),
     };
     if req.method() == actix_web::http::Method::HEAD {
-        return b.no_chunking(end - start).finish();
+        // actix writes Content-Length from the body's size and sends no body for HEAD.
+        let nothing = futures_util::stream::empty::<Result<Bytes, io::Error>>();
+        return b.body(actix_web::body::SizedStream::new(end - start, nothing));
     }
     let stream = BodyStream {
         body: blob.body.clone(),
@@ -1585,7 +1869,9 @@ impl Stream for BodyStream {
             }
         };
         this.pos += len as u64;
-        this.state.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+        this.state
+            .bytes_sent
+            .fetch_add(len as u64, Ordering::Relaxed);
         Poll::Ready(Some(Ok(chunk)))
     }
 }

@@ -1,17 +1,83 @@
 //! Starting a gateway for a test, and the building blocks the fakes share.
 //!
-//! (The gateway part is further down; this first section is what
-//! [`crate::fake_pulp`] and [`crate::fake_central`] are built from.)
+//! # The quick way: [`TestEnv`]
+//!
+//! ```no_run
+//! use gateway_tests::harness::{Fault, TestEnv};
+//! use gateway_tests::fake_pulp::{FakeRepo, Image, PathKind};
+//!
+//! const HOST: &str = "0d9c2c52-7a4e-4b1c-9a7c-1f2e3d4c5b6a";
+//! let env = TestEnv::builder()
+//!     .pulp(|p| p.repo(FakeRepo::new("org/app").image("latest", Image::flatpak_app("org.test.App"))))
+//!     .central(|c| c.host(HOST, &["org/app"]))          // what central answers for HostUUID
+//!     .repositories(&[("org/app", true)])              // Katello's repository_list push
+//!     .host_mapping(HOST, &["org/app"])                // optional: update_hosts + host_repository_mapping
+//!     .gateway(|g| g.cache_ttl(2).index_ttl(1))        // any gateway.toml knob
+//!     .upstream_tls(true)                              // fakes over mTLS, as in production
+//!     .start();
+//!
+//! let host = env.host_cert(HOST);                      // Candlepin-shaped cert from env.pki
+//! let r = env.curl_as(&host).head("/v2/org/app/manifests/latest");   // real curl, blocking
+//! assert_eq!(r.status, 200);
+//! assert_eq!(env.pulp.requests_of(PathKind::Manifest)[0].method, "HEAD");
+//! // inside #[actix_web::test]: env.client_as(&host).get("/v2/").send().await
+//! // inside a plain #[test]:    actix_web::rt::System::new().block_on(async { ... })
+//! env.pulp.fail(Fault::Status(500));
+//! ```
+//!
+//! [`TestEnv`] holds `pki` ([`Pki`]), `pulp` ([`FakePulp`]), `central`
+//! ([`FakeCentral`]) and `gateway` ([`Gateway`]); helpers: `host_cert(uuid)`,
+//! `ca_pem()`, `client()` / `client_as(cert)` (awc, see [`crate::client`]),
+//! `curl()` / `curl_as(cert)`, `write_cert(cert) -> (cert path, key path)`.
+//! The fakes are plain HTTP unless [`TestEnvBuilder::upstream_tls`].
+//!
+//! # The gateway alone: [`GatewayBuilder`] -> [`Gateway`]
+//!
+//! `GatewayBuilder::new(Arc<Pki>)` (or `default()`), then `.pulp(&fake)` /
+//! `.pulp_at(url, registry_path)`, `.central(&fake)` / `.central_at(url)` (https
+//! URLs get the test CA as `ssl_ca` and a client certificate, CN
+//! [`UPSTREAM_CLIENT_CN`], as `ssl_cert`/`ssl_key`), `.plain_listener(true)`,
+//! `.trusted_frontends(&[..])`, `.public_url(..)`, `.cache_ttl(s)`,
+//! `.stale_if_error(s)`, `.negative_ttl(s)`, `.index_ttl(s)`,
+//! `.upstream_timeout(s)`, `.client_endpoint(url)`, `.allowed_cns(&[..])`,
+//! `.plugins(&["rhsm-cert", "katello-token"])` (the default; the workspace-built
+//! `.so` files are staged into a private `plugins.dir` by [`crate::plugins`]),
+//! `.backends(vec![..])` (in-process backends instead of plugins),
+//! `.admin_listener(true)`, `.workers(n)`, and `.set("any.key", value)` for
+//! every other key of `gateway.toml`. `.start()` panics with the configuration
+//! problems; `.try_start()` returns them.
+//!
+//! What it does: a temp dir with `pki/` (CA, server cert for 127.0.0.1 and
+//! localhost, management cert, upstream client cert), `state/` and
+//! `gateway.toml`, which is parsed and validated by the gateway's own
+//! `config::{parse, validate}`; the TLS (and plain, admin) listeners get free
+//! loopback ports picked up front so that `server.public_url` defaults to
+//! `https://127.0.0.1:<port>`, the address clients really use (the challenge
+//! realm and `Link` headers are then usable by real clients);
+//! `plugins.require_root_owner = false`. The gateway runs on its own thread in
+//! its own actix `System`, so both `#[actix_web::test]` and `#[test]` work.
+//!
+//! [`Gateway`]: `url()`, `tls_addr()`, `plain_url()`, `admin_url()`,
+//! `config()`, `shared()` (white-box access), `config_path()`, `state_dir()`,
+//! `files()` ([`PkiFiles`]), `curl()`, `plain_curl()`, `katello_curl()`;
+//! Katello's pushes as Katello encodes them (Rack form, management certificate,
+//! real TLS): `push(route, form)` (any answer), `push_repository_list`,
+//! `push_hosts`, `push_host_mapping`, `push_update_host_repositories`,
+//! `push_user_mapping` (these assert 200); bodies from [`katello_form`].
+//! Lifecycle: `stop()` (connections cut), `stop_graceful()`, `restart()` (same
+//! ports, same `state/`, with keys changed by `set(key, value)`), and stop on drop.
 //!
 //! # Shared building blocks
 //!
 //! * [`ServerTls`]: PEM material for a fake's TLS listener; with `client_ca_pem`
 //!   set, a client certificate signed by that CA is **required** (the gateway
-//!   talks to Pulp and central over mTLS in production).
-//! * [`Fault`]: what a fake does instead of answering normally (500, garbage,
-//!   stall, dropped connection), switchable at runtime on each fake.
+//!   talks to Pulp and central over mTLS in production). [`upstream_tls`] builds
+//!   one from a [`Pki`].
+//! * [`Fault`]: what a fake does instead of answering normally (status, garbage,
+//!   stall, dropped connection, truncated body), switchable at runtime on each fake.
 //! * [`Recorded`]: one request as a fake received it (method, raw path and
-//!   query, every header, whether a TLS client certificate was presented).
+//!   query, every header line, whether a TLS client certificate was presented).
+//! * [`init_logging`]: gateway logs to stderr when `RUST_LOG` is set (called by `start`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -52,7 +118,8 @@ impl ServerTls {
         if certs.is_empty() {
             return Err("fake server certificate: no PEM certificate".into());
         }
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| format!("fake server key: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| format!("fake server key: {e}"))?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
@@ -61,16 +128,23 @@ impl ServerTls {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
                     let cert = cert.map_err(|e| format!("fake client CA: {e}"))?;
-                    roots.add(cert).map_err(|e| format!("fake client CA: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("fake client CA: {e}"))?;
                 }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| format!("fake client verifier: {e}"))?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| format!("fake client verifier: {e}"))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_single_cert(certs, key).map_err(|e| format!("fake server cert/key: {e}"))?;
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("fake server cert/key: {e}"))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -92,7 +166,10 @@ pub(crate) fn capture_connection(conn: &dyn std::any::Any, ext: &mut Extensions)
             let (_, session) = tls.get_ref();
             ConnFacts {
                 tls: true,
-                client_cert: session.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.as_ref().to_vec())),
+                client_cert: session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Arc::new(c.as_ref().to_vec())),
             }
         }
         None => ConnFacts::default(),
@@ -129,12 +206,20 @@ pub struct Recorded<K> {
 impl<K> Recorded<K> {
     /// `path?query` as sent (just the path when there is no query).
     pub fn path_and_query(&self) -> String {
-        if self.query.is_empty() { self.path.clone() } else { format!("{}?{}", self.path, self.query) }
+        if self.query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.query)
+        }
     }
 
     /// Every value of a header (case-insensitive name), one per header line.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The first value of a header.
@@ -167,7 +252,9 @@ impl<K> Recorded<K> {
 
     /// The value of a query parameter (percent-decoded), first occurrence.
     pub fn query_param(&self, key: &str) -> Option<String> {
-        form_urlencoded::parse(self.query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
     }
 }
 
@@ -176,7 +263,10 @@ pub(crate) fn record<K>(req: &HttpRequest, kind: K) -> Recorded<K> {
     let mut headers = Vec::new();
     // HeaderMap iterates each value of a multi-valued header separately.
     for (name, value) in req.headers() {
-        headers.push((name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        headers.push((
+            name.as_str().to_owned(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        ));
     }
     Recorded {
         kind,
@@ -198,7 +288,10 @@ pub(crate) struct RequestLog<K> {
 
 impl<K: Clone> RequestLog<K> {
     pub fn new(cap: usize) -> Self {
-        Self { entries: Mutex::new(VecDeque::new()), cap }
+        Self {
+            entries: Mutex::new(VecDeque::new()),
+            cap,
+        }
     }
 
     pub fn push(&self, r: Recorded<K>) {
@@ -238,10 +331,10 @@ pub enum Fault {
     /// Wait this long, then answer normally (a stall longer than the gateway's
     /// timeout looks like a hung upstream).
     Stall(Duration),
-    /// Drop the connection without a complete response (a `Content-Length`
-    /// response head may be written, but no body byte follows).
+    /// Drop the connection without sending any response byte (curl: "Empty reply from server").
     Close,
-    /// Send the full response head and half of a normal-looking body, then drop the connection.
+    /// Send the full response head (its `Content-Length` unchanged) and the
+    /// first half of the normal body, pause 100 ms, then drop the connection.
     Truncate,
 }
 
@@ -258,12 +351,18 @@ pub(crate) struct Faults<K> {
 
 impl<K: Copy + PartialEq> Faults<K> {
     pub fn new() -> Self {
-        Self { rules: Mutex::new(Vec::new()) }
+        Self {
+            rules: Mutex::new(Vec::new()),
+        }
     }
 
     /// Add a rule: `kind` None matches every request; `times` None is forever.
     pub fn add(&self, kind: Option<K>, fault: Fault, times: Option<u32>) {
-        lock(&self.rules).push(FaultRule { kind, fault, remaining: times });
+        lock(&self.rules).push(FaultRule {
+            kind,
+            fault,
+            remaining: times,
+        });
     }
 
     pub fn clear(&self) {
@@ -273,7 +372,9 @@ impl<K: Copy + PartialEq> Faults<K> {
     /// The fault for a request of this kind, consuming one use of its rule.
     pub fn take(&self, kind: K) -> Option<Fault> {
         let mut rules = lock(&self.rules);
-        let i = rules.iter().position(|r| r.kind.is_none_or(|k| k == kind))?;
+        let i = rules
+            .iter()
+            .position(|r| r.kind.is_none_or(|k| k == kind))?;
         let fault = rules[i].fault.clone();
         if let Some(n) = rules[i].remaining.as_mut() {
             *n = n.saturating_sub(1);
@@ -298,12 +399,26 @@ impl std::fmt::Display for InjectedDrop {
 impl std::error::Error for InjectedDrop {}
 
 /// A response whose body stream fails after `prefix`, which makes actix drop the connection.
-pub(crate) fn dropping_response(status: StatusCode, content_type: &str, declared_len: u64, prefix: Bytes) -> HttpResponse {
-    let chunks: Vec<Result<Bytes, InjectedDrop>> =
-        if prefix.is_empty() { vec![Err(InjectedDrop)] } else { vec![Ok(prefix), Err(InjectedDrop)] };
+pub(crate) fn dropping_response(
+    status: StatusCode,
+    content_type: &str,
+    declared_len: u64,
+    prefix: Bytes,
+) -> HttpResponse {
+    let chunks: Vec<Result<Bytes, InjectedDrop>> = if prefix.is_empty() {
+        vec![Err(InjectedDrop)]
+    } else {
+        vec![Ok(prefix), Err(InjectedDrop)]
+    };
     HttpResponse::build(status)
-        .insert_header((actix_web::http::header::CONTENT_TYPE, content_type.to_owned()))
-        .body(actix_web::body::SizedStream::new(declared_len, futures_util::stream::iter(chunks)))
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            content_type.to_owned(),
+        ))
+        .body(actix_web::body::SizedStream::new(
+            declared_len,
+            futures_util::stream::iter(chunks),
+        ))
 }
 
 /// Keep `resp`'s head (with its `Content-Length`) but cut the body after half
@@ -315,24 +430,42 @@ pub(crate) fn truncate_response(resp: HttpResponse) -> HttpResponse {
         BodySize::Sized(n) if n > 0 => n,
         _ => 2,
     };
-    let stream = Truncating { body, left: declared / 2 };
-    resp.set_body(actix_web::body::SizedStream::new(declared, stream)).map_into_boxed_body()
+    let stream = Truncating {
+        body,
+        left: declared / 2,
+        pause: None,
+    };
+    resp.set_body(actix_web::body::SizedStream::new(declared, stream))
+        .map_into_boxed_body()
 }
 
 struct Truncating {
     body: actix_web::body::BoxBody,
     left: u64,
+    /// actix drops unflushed output when a body fails: wait before failing so
+    /// the head and the prefix reach the client.
+    pause: Option<std::pin::Pin<Box<actix_web::rt::time::Sleep>>>,
 }
 
 impl futures_util::Stream for Truncating {
     type Item = Result<Bytes, InjectedDrop>;
 
-    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         use actix_web::body::MessageBody;
+        use std::future::Future;
         use std::task::Poll;
         let this = self.get_mut();
         if this.left == 0 {
-            return Poll::Ready(Some(Err(InjectedDrop)));
+            let pause = this.pause.get_or_insert_with(|| {
+                Box::pin(actix_web::rt::time::sleep(Duration::from_millis(100)))
+            });
+            return match pause.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(InjectedDrop))),
+                Poll::Pending => Poll::Pending,
+            };
         }
         match std::pin::Pin::new(&mut this.body).poll_next(cx) {
             Poll::Ready(Some(Ok(mut chunk))) => {
@@ -371,23 +504,31 @@ impl ServerThread {
         let listener = bind_retrying(addr)?;
         let local = listener.local_addr()?;
         let (tx, rx) = std::sync::mpsc::channel::<io::Result<ServerHandle>>();
-        let thread = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-            let system = actix_web::rt::System::new();
-            let server = system.block_on(async move { build(listener) });
-            match server {
-                Ok(server) => {
-                    let _ = tx.send(Ok(server.handle()));
-                    if let Err(e) = system.block_on(server) {
-                        eprintln!("test server stopped with an error: {e}");
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                let server = system.block_on(async move { build(listener) });
+                match server {
+                    Ok(server) => {
+                        let _ = tx.send(Ok(server.handle()));
+                        if let Err(e) = system.block_on(server) {
+                            eprintln!("test server stopped with an error: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
                     }
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        })?;
-        let handle = rx.recv().map_err(|_| io::Error::other("test server thread died while starting"))??;
-        Ok(Self { addr: local, handle: Some(handle), thread: Some(thread) })
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| io::Error::other("test server thread died while starting"))??;
+        Ok(Self {
+            addr: local,
+            handle: Some(handle),
+            thread: Some(thread),
+        })
     }
 
     /// Stop the server and wait until its thread is gone (the port is free again).
@@ -413,7 +554,11 @@ pub(crate) fn bind_retrying(addr: SocketAddr) -> io::Result<TcpListener> {
     loop {
         match TcpListener::bind(addr) {
             Ok(l) => return Ok(l),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && addr.port() != 0 && Instant::now() < deadline => {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && addr.port() != 0
+                    && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => return Err(e),
@@ -462,7 +607,11 @@ pub fn init_logging() {
 /// 127.0.0.1/localhost, requiring a client cert signed by the same CA.
 pub fn upstream_tls(pki: &Pki) -> ServerTls {
     let server = pki.server_cert();
-    ServerTls { cert_chain_pem: server.chain_pem(), key_pem: server.key_pem, client_ca_pem: Some(pki.ca_pem()) }
+    ServerTls {
+        cert_chain_pem: server.chain_pem(),
+        key_pem: server.key_pem,
+        client_ca_pem: Some(pki.ca_pem()),
+    }
 }
 
 /// A free loopback port (bound and released; the kernel does not hand it out again soon).
@@ -470,22 +619,25 @@ fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind(any_loopback_port())?.local_addr()
 }
 
-/// Set `dotted.key = value` in a TOML table, creating tables on the way.
+/// Set `dotted.key = value` in a TOML table, creating (or replacing non-table
+/// values with) tables on the way.
 fn toml_set(table: &mut toml::Table, key: &str, value: toml::Value) {
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().unwrap_or(key);
-    let mut t = table;
-    for p in parts {
-        let entry = t.entry(p.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_owned(), value);
         }
-        t = match entry {
-            toml::Value::Table(inner) => inner,
-            _ => unreachable!("replaced by a table just above"),
-        };
+        Some((head, rest)) => {
+            let entry = table
+                .entry(head.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                toml_set(inner, rest, value);
+            }
+        }
     }
-    t.insert(last.to_owned(), value);
 }
 
 fn path_str(p: &Path) -> String {
@@ -527,7 +679,10 @@ impl GatewayBuilder {
             backends: None,
         };
         b = b
-            .set("server.trusted_frontends", toml::Value::Array(vec!["127.0.0.1/32".into(), "::1/128".into()]))
+            .set(
+                "server.trusted_frontends",
+                toml::Value::Array(vec!["127.0.0.1/32".into(), "::1/128".into()]),
+            )
             .set("server.workers", 2)
             .set("server.shutdown_timeout_secs", 1)
             .set("pulp.endpoint", "http://127.0.0.1:9")
@@ -535,7 +690,10 @@ impl GatewayBuilder {
             .set("pulp.timeout_secs", 5)
             .set("central.url", "http://127.0.0.1:9")
             .set("central.timeout_secs", 5)
-            .set("management.allowed_cns", toml::Value::Array(vec![crate::pki::MANAGEMENT_CN.into()]))
+            .set(
+                "management.allowed_cns",
+                toml::Value::Array(vec![crate::pki::MANAGEMENT_CN.into()]),
+            )
             .set("plugins.require_root_owner", false)
             .set("log.filter", "info");
         b
@@ -554,7 +712,9 @@ impl GatewayBuilder {
 
     /// Point `pulp.*` at any URL (`https://` gets the test CA and our client cert).
     pub fn pulp_at(self, endpoint: &str, registry_path: &str) -> Self {
-        self.set("pulp.endpoint", endpoint).set("pulp.registry_path", registry_path).upstream_tls_keys("pulp", endpoint)
+        self.set("pulp.endpoint", endpoint)
+            .set("pulp.registry_path", registry_path)
+            .upstream_tls_keys("pulp", endpoint)
     }
 
     /// Point `central.*` at a fake central.
@@ -563,15 +723,24 @@ impl GatewayBuilder {
     }
 
     pub fn central_at(self, url: &str) -> Self {
-        self.set("central.url", url).upstream_tls_keys("central", url)
+        self.set("central.url", url)
+            .upstream_tls_keys("central", url)
     }
 
     fn upstream_tls_keys(mut self, table: &str, url: &str) -> Self {
         // Paths are filled in at start, when the PKI files exist; remember the intent.
         if url.starts_with("https://") {
             toml_set(&mut self.table, &format!("{table}.ssl_ca"), "@ca".into());
-            toml_set(&mut self.table, &format!("{table}.ssl_cert"), "@upstream-cert".into());
-            toml_set(&mut self.table, &format!("{table}.ssl_key"), "@upstream-key".into());
+            toml_set(
+                &mut self.table,
+                &format!("{table}.ssl_cert"),
+                "@upstream-cert".into(),
+            );
+            toml_set(
+                &mut self.table,
+                &format!("{table}.ssl_key"),
+                "@upstream-key".into(),
+            );
         } else {
             for k in ["ssl_ca", "ssl_cert", "ssl_key"] {
                 toml_set(&mut self.table, &format!("{table}.{k}"), "".into());
@@ -588,7 +757,10 @@ impl GatewayBuilder {
 
     /// `server.trusted_frontends`.
     pub fn trusted_frontends(self, nets: &[&str]) -> Self {
-        self.set("server.trusted_frontends", toml::Value::Array(nets.iter().map(|n| (*n).into()).collect()))
+        self.set(
+            "server.trusted_frontends",
+            toml::Value::Array(nets.iter().map(|n| (*n).into()).collect()),
+        )
     }
 
     /// `server.public_url` (default `https://127.0.0.1:<tls port>`).
@@ -599,9 +771,17 @@ impl GatewayBuilder {
 
     /// `cache.ttl_secs` (and raises `stale_if_error_secs` to it when lower).
     pub fn cache_ttl(self, secs: u64) -> Self {
-        let stale = self.table.get("cache").and_then(|c| c.get("stale_if_error_secs")).and_then(|v| v.as_integer());
+        let stale = self
+            .table
+            .get("cache")
+            .and_then(|c| c.get("stale_if_error_secs"))
+            .and_then(|v| v.as_integer());
         let b = self.set("cache.ttl_secs", secs as i64);
-        if stale.is_none_or(|s| (s as u64) < secs) { b.set("cache.stale_if_error_secs", (secs.max(3600)) as i64) } else { b }
+        if stale.is_none_or(|s| (s as u64) < secs) {
+            b.set("cache.stale_if_error_secs", (secs.max(3600)) as i64)
+        } else {
+            b
+        }
     }
 
     /// `cache.stale_if_error_secs`.
@@ -621,7 +801,8 @@ impl GatewayBuilder {
 
     /// `pulp.timeout_secs` and `central.timeout_secs`.
     pub fn upstream_timeout(self, secs: u64) -> Self {
-        self.set("pulp.timeout_secs", secs as i64).set("central.timeout_secs", secs as i64)
+        self.set("pulp.timeout_secs", secs as i64)
+            .set("central.timeout_secs", secs as i64)
     }
 
     /// `pulp.client_endpoint`.
@@ -631,7 +812,10 @@ impl GatewayBuilder {
 
     /// `management.allowed_cns`.
     pub fn allowed_cns(self, cns: &[&str]) -> Self {
-        self.set("management.allowed_cns", toml::Value::Array(cns.iter().map(|n| (*n).into()).collect()))
+        self.set(
+            "management.allowed_cns",
+            toml::Value::Array(cns.iter().map(|n| (*n).into()).collect()),
+        )
     }
 
     /// `plugins.chain` (the `.so` files are staged into a private `plugins.dir`).
@@ -659,13 +843,17 @@ impl GatewayBuilder {
 
     /// Start, panicking with every configuration problem when it cannot.
     pub fn start(self) -> Gateway {
-        self.try_start().unwrap_or_else(|e| panic!("gateway does not start: {e}"))
+        self.try_start()
+            .unwrap_or_else(|e| panic!("gateway does not start: {e}"))
     }
 
     /// Start; `Err` carries the configuration problems or the start error.
     pub fn try_start(self) -> Result<Gateway, String> {
         init_logging();
-        let dir = tempfile::Builder::new().prefix("gw-test-").tempdir().map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("gw-test-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
         let pki_dir = dir.path().join("pki");
         let state_dir = dir.path().join("state");
         for d in [&pki_dir, &state_dir] {
@@ -697,11 +885,23 @@ impl GatewayBuilder {
             }
         }
         let set = |table: &mut toml::Table, k: &str, v: toml::Value| toml_set(table, k, v);
-        set(&mut table, "server.tls_cert", path_str(&files.server_cert).into());
-        set(&mut table, "server.tls_key", path_str(&files.server_key).into());
+        set(
+            &mut table,
+            "server.tls_cert",
+            path_str(&files.server_cert).into(),
+        );
+        set(
+            &mut table,
+            "server.tls_key",
+            path_str(&files.server_key).into(),
+        );
         set(&mut table, "server.client_ca", path_str(&files.ca).into());
         set(&mut table, "state.dir", path_str(&state_dir).into());
-        set(&mut table, "plugins.dir", path_str(plugin_dir.path()).into());
+        set(
+            &mut table,
+            "plugins.dir",
+            path_str(plugin_dir.path()).into(),
+        );
         set(
             &mut table,
             "plugins.chain",
@@ -721,12 +921,26 @@ impl GatewayBuilder {
         let mut last_err = String::new();
         for _ in 0..3 {
             let tls = free_port().map_err(|e| e.to_string())?;
-            gw.set("server.listen", toml::Value::Array(vec![tls.to_string().into()]));
-            let plain = if self.plain { vec![free_port().map_err(|e| e.to_string())?.to_string().into()] } else { vec![] };
+            gw.set(
+                "server.listen",
+                toml::Value::Array(vec![tls.to_string().into()]),
+            );
+            let plain = if self.plain {
+                vec![free_port().map_err(|e| e.to_string())?.to_string().into()]
+            } else {
+                vec![]
+            };
             gw.set("server.listen_plain", toml::Value::Array(plain));
-            let admin = if self.admin { free_port().map_err(|e| e.to_string())?.to_string() } else { String::new() };
+            let admin = if self.admin {
+                free_port().map_err(|e| e.to_string())?.to_string()
+            } else {
+                String::new()
+            };
             gw.set("admin.listen", admin);
-            let public = self.public_url.clone().unwrap_or_else(|| format!("https://127.0.0.1:{}", tls.port()));
+            let public = self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("https://127.0.0.1:{}", tls.port()));
             gw.set("server.public_url", public);
             match gw.boot() {
                 Ok(()) => return Ok(gw),
@@ -767,14 +981,22 @@ pub struct Gateway {
 impl Gateway {
     fn boot(&mut self) -> Result<(), BootError> {
         let path = self.config_path();
-        let text = toml::to_string(&self.table).map_err(|e| BootError::Other(format!("gateway.toml: {e}")))?;
-        std::fs::write(&path, &text).map_err(|e| BootError::Other(format!("{}: {e}", path.display())))?;
-        let file = container_gateway::config::parse(&text).map_err(|p| BootError::Other(p.to_string()))?;
-        let config = container_gateway::config::validate(&path, &file).map_err(|p| BootError::Other(p.to_string()))?;
+        let text = toml::to_string(&self.table)
+            .map_err(|e| BootError::Other(format!("gateway.toml: {e}")))?;
+        std::fs::write(&path, &text)
+            .map_err(|e| BootError::Other(format!("{}: {e}", path.display())))?;
+        let file =
+            container_gateway::config::parse(&text).map_err(|p| BootError::Other(p.to_string()))?;
+        let config = container_gateway::config::validate(&path, &file)
+            .map_err(|p| BootError::Other(p.to_string()))?;
         self.config = Some(config.clone());
-        let options = container_gateway::server::StartOptions { handle_signals: false, backends: self.backends.clone() };
+        let options = container_gateway::server::StartOptions {
+            handle_signals: false,
+            backends: self.backends.clone(),
+        };
 
-        type Started = Result<(Vec<SocketAddr>, Vec<SocketAddr>, ServerHandle, Arc<Shared>), BootError>;
+        type Started =
+            Result<(Vec<SocketAddr>, Vec<SocketAddr>, ServerHandle, Arc<Shared>), BootError>;
         let (tx, rx) = std::sync::mpsc::channel::<Started>();
         let thread = std::thread::Builder::new()
             .name("gateway".into())
@@ -795,7 +1017,9 @@ impl Gateway {
                     }
                     Err(e) => {
                         let err = match e {
-                            container_gateway::server::StartError::Bind { .. } => BootError::Bind(e.to_string()),
+                            container_gateway::server::StartError::Bind { .. } => {
+                                BootError::Bind(e.to_string())
+                            }
                             other => BootError::Other(other.to_string()),
                         };
                         let _ = tx.send(Err(err));
@@ -805,7 +1029,13 @@ impl Gateway {
             .map_err(|e| BootError::Other(format!("spawning the gateway thread: {e}")))?;
         match rx.recv() {
             Ok(Ok((tls_addrs, plain_addrs, handle, shared))) => {
-                self.running = Some(RunningGateway { tls_addrs, plain_addrs, handle, shared, thread: Some(thread) });
+                self.running = Some(RunningGateway {
+                    tls_addrs,
+                    plain_addrs,
+                    handle,
+                    shared,
+                    thread: Some(thread),
+                });
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -814,13 +1044,17 @@ impl Gateway {
             }
             Err(_) => {
                 let _ = thread.join();
-                Err(BootError::Other("the gateway thread died while starting (see its panic above)".into()))
+                Err(BootError::Other(
+                    "the gateway thread died while starting (see its panic above)".into(),
+                ))
             }
         }
     }
 
     fn running(&self) -> &RunningGateway {
-        self.running.as_ref().expect("the gateway is running (it was stopped)")
+        self.running
+            .as_ref()
+            .expect("the gateway is running (it was stopped)")
     }
 
     /// `https://127.0.0.1:<port>` of the (first) TLS listener.
@@ -829,12 +1063,19 @@ impl Gateway {
     }
 
     pub fn tls_addr(&self) -> SocketAddr {
-        *self.running().tls_addrs.first().expect("the gateway has a TLS listener")
+        *self
+            .running()
+            .tls_addrs
+            .first()
+            .expect("the gateway has a TLS listener")
     }
 
     /// `http://127.0.0.1:<port>` of the plain listener, when configured.
     pub fn plain_url(&self) -> Option<String> {
-        self.running().plain_addrs.first().map(|a| format!("http://{a}"))
+        self.running()
+            .plain_addrs
+            .first()
+            .map(|a| format!("http://{a}"))
     }
 
     pub fn plain_addr(&self) -> Option<SocketAddr> {
@@ -843,7 +1084,10 @@ impl Gateway {
 
     /// The admin listener's URL, when enabled.
     pub fn admin_url(&self) -> Option<String> {
-        self.config.as_ref().and_then(|c| c.admin_listen).map(|a| format!("http://{a}"))
+        self.config
+            .as_ref()
+            .and_then(|c| c.admin_listen)
+            .map(|a| format!("http://{a}"))
     }
 
     /// The validated configuration it runs with.
@@ -916,9 +1160,14 @@ impl Gateway {
     pub fn restart(&mut self) {
         if let Some(r) = &self.running {
             let tls: Vec<toml::Value> = r.tls_addrs.iter().map(|a| a.to_string().into()).collect();
-            let plain: Vec<toml::Value> = r.plain_addrs.iter().map(|a| a.to_string().into()).collect();
+            let plain: Vec<toml::Value> =
+                r.plain_addrs.iter().map(|a| a.to_string().into()).collect();
             toml_set(&mut self.table, "server.listen", toml::Value::Array(tls));
-            toml_set(&mut self.table, "server.listen_plain", toml::Value::Array(plain));
+            toml_set(
+                &mut self.table,
+                "server.listen_plain",
+                toml::Value::Array(plain),
+            );
         }
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -929,9 +1178,157 @@ impl Gateway {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(BootError::Bind(e)) | Err(BootError::Other(e)) => panic!("gateway does not restart: {e}"),
+                Err(BootError::Bind(e)) | Err(BootError::Other(e)) => {
+                    panic!("gateway does not restart: {e}")
+                }
             }
         }
+    }
+}
+
+/// Katello's push bodies, encoded as rest-client does (Rack nested keys,
+/// keys and values percent-encoded, an empty list as a bare key meaning nil).
+pub mod katello_form {
+    fn enc(s: &str) -> String {
+        form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    }
+
+    /// `key=value&...`; a `None` value is written as the bare key.
+    pub fn encode(pairs: &[(String, Option<String>)]) -> String {
+        pairs
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{}={}", enc(k), enc(v)),
+                None => enc(k),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// `PUT repository_list`: `repositories[][repository]=..&repositories[][auth_required]=..`.
+    pub fn repository_list(repos: &[(&str, bool)]) -> String {
+        if repos.is_empty() {
+            return encode(&[("repositories".into(), None)]);
+        }
+        let mut pairs = Vec::new();
+        for (name, auth) in repos {
+            pairs.push((
+                "repositories[][repository]".into(),
+                Some((*name).to_owned()),
+            ));
+            pairs.push((
+                "repositories[][auth_required]".into(),
+                Some(auth.to_string()),
+            ));
+        }
+        encode(&pairs)
+    }
+
+    /// `PUT update_hosts`: `hosts[][uuid]=..`.
+    pub fn hosts(uuids: &[&str]) -> String {
+        if uuids.is_empty() {
+            return encode(&[("hosts".into(), None)]);
+        }
+        encode(
+            &uuids
+                .iter()
+                .map(|u| ("hosts[][uuid]".to_owned(), Some((*u).to_owned())))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// `PUT host_repository_mapping` / `update_host_repositories` (`top` = `hosts`) and
+    /// `PUT user_repository_mapping` (`top` = `users`): every repository is sent with
+    /// `auth_required=true`, as Katello does; an empty list is the bare key.
+    pub fn mapping(top: &str, entries: &[(&str, &[&str])]) -> String {
+        if entries.is_empty() {
+            return encode(&[(top.to_owned(), None)]);
+        }
+        let mut pairs = Vec::new();
+        for (who, repos) in entries {
+            if repos.is_empty() {
+                pairs.push((format!("{top}[][{who}]"), None));
+            }
+            for r in *repos {
+                pairs.push((
+                    format!("{top}[][{who}][][repository]"),
+                    Some((*r).to_owned()),
+                ));
+                pairs.push((
+                    format!("{top}[][{who}][][auth_required]"),
+                    Some("true".to_owned()),
+                ));
+            }
+        }
+        encode(&pairs)
+    }
+}
+
+impl Gateway {
+    /// `curl` against this gateway, trusting the test CA.
+    pub fn curl(&self) -> Curl {
+        Curl::new(&self.url()).cacert(&self.files.ca)
+    }
+
+    /// `curl` against the plain listener (for frontend tests: add
+    /// `X-RHSM-SSL-Client-Cert` yourself), when one is configured.
+    pub fn plain_curl(&self) -> Option<Curl> {
+        self.plain_url().map(|u| Curl::new(&u))
+    }
+
+    /// `curl` presenting the management certificate (CN `katello.example.com`), as Katello does.
+    pub fn katello_curl(&self) -> Curl {
+        self.curl()
+            .cert(&self.files.management_cert, &self.files.management_key)
+    }
+
+    /// `PUT /container_gateway/<route>` with a form body, as Katello; returns the answer whatever it is.
+    pub fn push(&self, route: &str, form: &str) -> crate::client::CurlResponse {
+        self.katello_curl()
+            .body(
+                "application/x-www-form-urlencoded",
+                form.as_bytes().to_vec(),
+            )
+            .put(&format!("/container_gateway/{route}"))
+    }
+
+    fn push_ok(&self, route: &str, form: &str) {
+        let r = self.push(route, form);
+        assert_eq!(r.status, 200, "PUT {route} failed: {}", r.text());
+    }
+
+    /// Push the repository list: `(name, auth_required)`. Panics unless 200.
+    pub fn push_repository_list(&self, repos: &[(&str, bool)]) {
+        self.push_ok("repository_list", &katello_form::repository_list(repos));
+    }
+
+    /// Push the known hosts. Panics unless 200.
+    pub fn push_hosts(&self, uuids: &[&str]) {
+        self.push_ok("update_hosts", &katello_form::hosts(uuids));
+    }
+
+    /// Push every host's repositories (hosts must be known: see [`Gateway::push_hosts`]).
+    pub fn push_host_mapping(&self, hosts: &[(&str, &[&str])]) {
+        self.push_ok(
+            "host_repository_mapping",
+            &katello_form::mapping("hosts", hosts),
+        );
+    }
+
+    /// Replace only these hosts' repositories.
+    pub fn push_update_host_repositories(&self, hosts: &[(&str, &[&str])]) {
+        self.push_ok(
+            "update_host_repositories",
+            &katello_form::mapping("hosts", hosts),
+        );
+    }
+
+    /// Push every user's repositories.
+    pub fn push_user_mapping(&self, users: &[(&str, &[&str])]) {
+        self.push_ok(
+            "user_repository_mapping",
+            &katello_form::mapping("users", users),
+        );
     }
 }
 
@@ -973,6 +1370,8 @@ pub struct TestEnvBuilder {
     central: FakeCentralBuilder,
     gateway: Box<dyn FnOnce(GatewayBuilder) -> GatewayBuilder>,
     upstream_tls: bool,
+    repositories: Option<Vec<(String, bool)>>,
+    host_mapping: Vec<(String, Vec<String>)>,
 }
 
 impl TestEnvBuilder {
@@ -1001,6 +1400,22 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Push this repository list (`(name, auth_required)`) once the gateway is up.
+    pub fn repositories(mut self, repos: &[(&str, bool)]) -> Self {
+        self.repositories = Some(repos.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect());
+        self
+    }
+
+    /// Push this host (`update_hosts`) and its repositories (`host_repository_mapping`)
+    /// once the gateway is up; may be called for several hosts.
+    pub fn host_mapping(mut self, uuid: &str, repos: &[&str]) -> Self {
+        self.host_mapping.push((
+            uuid.to_owned(),
+            repos.iter().map(|r| (*r).to_owned()).collect(),
+        ));
+        self
+    }
+
     pub fn start(self) -> TestEnv {
         let (mut pulp, mut central) = (self.pulp, self.central);
         if self.upstream_tls {
@@ -1009,8 +1424,37 @@ impl TestEnvBuilder {
         }
         let pulp = pulp.start();
         let central = central.start();
-        let gateway = (self.gateway)(GatewayBuilder::new(self.pki.clone()).pulp(&pulp).central(&central)).start();
-        TestEnv { pki: self.pki, pulp, central, gateway }
+        let gateway = (self.gateway)(
+            GatewayBuilder::new(self.pki.clone())
+                .pulp(&pulp)
+                .central(&central),
+        )
+        .start();
+        if let Some(repos) = &self.repositories {
+            let repos: Vec<(&str, bool)> = repos.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+            gateway.push_repository_list(&repos);
+        }
+        if !self.host_mapping.is_empty() {
+            let uuids: Vec<&str> = self.host_mapping.iter().map(|(u, _)| u.as_str()).collect();
+            gateway.push_hosts(&uuids);
+            let repos: Vec<Vec<&str>> = self
+                .host_mapping
+                .iter()
+                .map(|(_, r)| r.iter().map(String::as_str).collect())
+                .collect();
+            let mapping: Vec<(&str, &[&str])> = uuids
+                .iter()
+                .copied()
+                .zip(repos.iter().map(Vec::as_slice))
+                .collect();
+            gateway.push_host_mapping(&mapping);
+        }
+        TestEnv {
+            pki: self.pki,
+            pulp,
+            central,
+            gateway,
+        }
     }
 }
 
@@ -1022,6 +1466,8 @@ impl TestEnv {
             central: FakeCentral::builder(),
             gateway: Box::new(|g| g),
             upstream_tls: false,
+            repositories: None,
+            host_mapping: Vec::new(),
         }
     }
 
@@ -1047,7 +1493,7 @@ impl TestEnv {
 
     /// `curl` against the gateway's TLS listener, trusting the CA.
     pub fn curl(&self) -> Curl {
-        Curl::new(&self.gateway.url()).cacert(&self.gateway.files().ca)
+        self.gateway.curl()
     }
 
     /// `curl` presenting `cert` (written to the env's directory).
@@ -1058,7 +1504,10 @@ impl TestEnv {
     /// Write a certificate and key to files (named after a hash of the cert) and return their paths.
     pub fn write_cert(&self, cert: &Issued) -> (PathBuf, PathBuf) {
         use sha2::Digest;
-        let stem = format!("client-{}", &hex::encode(sha2::Sha256::digest(&cert.cert_der))[..16]);
+        let stem = format!(
+            "client-{}",
+            &hex::encode(sha2::Sha256::digest(&cert.cert_der))[..16]
+        );
         cert.write_to(&self.gateway.dir().join("pki"), &stem)
     }
 }

@@ -40,8 +40,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256, SanType,
+    SerialNumber,
 };
 use rsa::pkcs8::EncodePrivateKey;
 use rsa::rand_core::{OsRng, RngCore};
@@ -69,7 +70,9 @@ impl Issued {
     /// Leaf first, then intermediates: what a client sends in TLS, and the
     /// shape of `AuthFacts::tls_chain`.
     pub fn chain_der(&self) -> Vec<Vec<u8>> {
-        std::iter::once(self.cert_der.clone()).chain(self.intermediates_der.iter().cloned()).collect()
+        std::iter::once(self.cert_der.clone())
+            .chain(self.intermediates_der.iter().cloned())
+            .collect()
     }
 
     /// Leaf and intermediates, PEM, concatenated (a client's `client.cert`).
@@ -83,7 +86,10 @@ impl Issued {
 
     /// The chain for rustls (`ClientConfig::with_client_auth_cert`, `ServerConfig::with_single_cert`).
     pub fn rustls_chain(&self) -> Vec<CertificateDer<'static>> {
-        self.chain_der().into_iter().map(CertificateDer::from).collect()
+        self.chain_der()
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect()
     }
 
     pub fn rustls_key(&self) -> PrivateKeyDer<'static> {
@@ -98,7 +104,10 @@ impl Issued {
 
     /// Write `<stem>.pem` (the chain) and `<stem>-key.pem` into `dir`.
     pub fn write_to(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
-        (write_file(dir, &format!("{stem}.pem"), &self.chain_pem()), write_file(dir, &format!("{stem}-key.pem"), &self.key_pem))
+        (
+            write_file(dir, &format!("{stem}.pem"), &self.chain_pem()),
+            write_file(dir, &format!("{stem}-key.pem"), &self.key_pem),
+        )
     }
 }
 
@@ -136,8 +145,17 @@ impl Default for Pki {
 impl Pki {
     pub fn new() -> Pki {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let slot = if NEXT.fetch_add(1, Ordering::Relaxed) % 2 == 0 { Slot::CaA } else { Slot::CaB };
-        Pki { ca: make_ca(slot, None), other_ca: OnceLock::new(), intermediate: OnceLock::new(), server: OnceLock::new() }
+        let slot = if NEXT.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+            Slot::CaA
+        } else {
+            Slot::CaB
+        };
+        Pki {
+            ca: make_ca(slot, None),
+            other_ca: OnceLock::new(),
+            intermediate: OnceLock::new(),
+            server: OnceLock::new(),
+        }
     }
 
     pub fn ca_pem(&self) -> String {
@@ -151,19 +169,31 @@ impl Pki {
     /// A Candlepin subscription certificate for consumer `uuid`, valid now.
     pub fn host_cert(&self, uuid: &str) -> Issued {
         let now = OffsetDateTime::now_utc();
-        issue(&self.ca, &host_params(uuid, now - Duration::hours(1), now + Duration::days(365)), &[])
+        issue(
+            &self.ca,
+            &host_params(uuid, now - Duration::hours(1), now + Duration::days(365)),
+            &[],
+        )
     }
 
     /// As [`Pki::host_cert`], expired yesterday.
     pub fn expired_host_cert(&self, uuid: &str) -> Issued {
         let now = OffsetDateTime::now_utc();
-        issue(&self.ca, &host_params(uuid, now - Duration::days(400), now - Duration::days(1)), &[])
+        issue(
+            &self.ca,
+            &host_params(uuid, now - Duration::days(400), now - Duration::days(1)),
+            &[],
+        )
     }
 
     /// As [`Pki::host_cert`], valid from tomorrow.
     pub fn not_yet_valid_host_cert(&self, uuid: &str) -> Issued {
         let now = OffsetDateTime::now_utc();
-        issue(&self.ca, &host_params(uuid, now + Duration::days(1), now + Duration::days(365)), &[])
+        issue(
+            &self.ca,
+            &host_params(uuid, now + Duration::days(1), now + Duration::days(365)),
+            &[],
+        )
     }
 
     /// As [`Pki::host_cert`], but signed by another CA that has the same
@@ -172,26 +202,46 @@ impl Pki {
     pub fn host_cert_from_other_ca(&self, uuid: &str) -> Issued {
         let other = self.other_ca.get_or_init(|| make_ca(Slot::Other, None));
         let now = OffsetDateTime::now_utc();
-        issue(other, &host_params(uuid, now - Duration::hours(1), now + Duration::days(365)), &[])
+        issue(
+            other,
+            &host_params(uuid, now - Duration::hours(1), now + Duration::days(365)),
+            &[],
+        )
     }
 
     /// The other CA's certificate, e.g. to build a bundle that trusts it.
     pub fn other_ca_pem(&self) -> String {
-        pem("CERTIFICATE", &self.other_ca.get_or_init(|| make_ca(Slot::Other, None)).cert_der)
+        pem(
+            "CERTIFICATE",
+            &self
+                .other_ca
+                .get_or_init(|| make_ca(Slot::Other, None))
+                .cert_der,
+        )
     }
 
     /// As [`Pki::host_cert`], signed by an intermediate CA under this CA;
     /// [`Issued::chain_der`] carries the intermediate.
     pub fn host_cert_via_intermediate(&self, uuid: &str) -> Issued {
-        let inter = self.intermediate.get_or_init(|| make_ca(Slot::Intermediate, Some(&self.ca)));
+        let inter = self
+            .intermediate
+            .get_or_init(|| make_ca(Slot::Intermediate, Some(&self.ca)));
         let now = OffsetDateTime::now_utc();
-        issue(inter, &host_params(uuid, now - Duration::hours(1), now + Duration::days(365)), &[inter.cert_der.clone()])
+        issue(
+            inter,
+            &host_params(uuid, now - Duration::hours(1), now + Duration::days(365)),
+            std::slice::from_ref(&inter.cert_der),
+        )
     }
 
     /// Signed by the CA, valid, but with no CN in the subject.
     pub fn cert_without_cn(&self) -> Issued {
         let now = OffsetDateTime::now_utc();
-        let mut params = host_params("unused", now - Duration::hours(1), now + Duration::days(365));
+        let mut params = host_params(
+            "unused",
+            now - Duration::hours(1),
+            now + Duration::days(365),
+        );
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, ORG);
         params.distinguished_name = dn;
@@ -208,7 +258,10 @@ impl Pki {
                     SanType::IpAddress([127, 0, 0, 1].into()),
                     SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
                 ];
-                params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+                params.key_usages = vec![
+                    KeyUsagePurpose::DigitalSignature,
+                    KeyUsagePurpose::KeyEncipherment,
+                ];
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
                 issue(&self.ca, &params, &[])
             })
@@ -219,7 +272,10 @@ impl Pki {
     /// for the management routes ([`MANAGEMENT_CN`] is the usual name).
     pub fn management_cert(&self, cn: &str) -> Issued {
         let mut params = leaf_params(cn, Duration::days(365));
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         issue(&self.ca, &params, &[])
     }
@@ -229,8 +285,17 @@ impl Pki {
     pub fn write_to(&self, dir: &Path) -> PkiFiles {
         let ca = write_file(dir, "ca.pem", &self.ca_pem());
         let (server_cert, server_key) = self.server_cert().write_to(dir, "server");
-        let (management_cert, management_key) = self.management_cert(MANAGEMENT_CN).write_to(dir, "management");
-        PkiFiles { dir: dir.to_owned(), ca, server_cert, server_key, management_cert, management_key }
+        let (management_cert, management_key) = self
+            .management_cert(MANAGEMENT_CN)
+            .write_to(dir, "management");
+        PkiFiles {
+            dir: dir.to_owned(),
+            ca,
+            server_cert,
+            server_key,
+            management_cert,
+            management_key,
+        }
     }
 }
 
@@ -271,7 +336,10 @@ fn pooled_key(slot: Slot) -> &'static [u8] {
     static POOL: [OnceLock<Vec<u8>>; 5] = [const { OnceLock::new() }; 5];
     POOL[slot as usize].get_or_init(|| {
         let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).expect("RSA key generation");
-        key.to_pkcs8_der().expect("PKCS#8 encoding").as_bytes().to_vec()
+        key.to_pkcs8_der()
+            .expect("PKCS#8 encoding")
+            .as_bytes()
+            .to_vec()
     })
 }
 
@@ -305,10 +373,17 @@ fn ca_dn(cn: &str) -> DistinguishedName {
 fn make_ca(slot: Slot, parent: Option<&Ca>) -> Ca {
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
-    params.distinguished_name =
-        ca_dn(if parent.is_some() { "Katello Intermediate CA" } else { "katello.example.com" });
+    params.distinguished_name = ca_dn(if parent.is_some() {
+        "Katello Intermediate CA"
+    } else {
+        "katello.example.com"
+    });
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.not_before = now - Duration::days(30);
     params.not_after = now + Duration::days(3650);
     params.serial_number = Some(serial());
@@ -319,7 +394,10 @@ fn make_ca(slot: Slot, parent: Option<&Ca>) -> Ca {
         Some(p) => params.signed_by(&key, &p.issuer),
     }
     .expect("CA certificate");
-    Ca { cert_der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
+    Ca {
+        cert_der: cert.der().to_vec(),
+        issuer: Issuer::new(params, key),
+    }
 }
 
 fn leaf_params(cn: &str, lifetime: Duration) -> CertificateParams {
@@ -338,7 +416,9 @@ fn leaf_params(cn: &str, lifetime: Duration) -> CertificateParams {
 
 fn issue(ca: &Ca, params: &CertificateParams, intermediates: &[Vec<u8>]) -> Issued {
     let key = key_pair(Slot::Leaf);
-    let cert = params.signed_by(&key, &ca.issuer).expect("certificate signs");
+    let cert = params
+        .signed_by(&key, &ca.issuer)
+        .expect("certificate signs");
     Issued {
         cert_pem: pem("CERTIFICATE", cert.der()),
         cert_der: cert.der().to_vec(),
@@ -363,7 +443,11 @@ const RH_PAYLOAD_LEN: usize = 1600;
 /// Candlepin's extensions are all non-critical; rcgen marks basicConstraints
 /// and keyUsage critical, so those (and what rcgen cannot express: directory
 /// names in the SAN, the Netscape type, Red Hat OIDs) are written by hand.
-fn host_params(uuid: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> CertificateParams {
+fn host_params(
+    uuid: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, uuid);
@@ -378,7 +462,10 @@ fn host_params(uuid: &str, not_before: OffsetDateTime, not_after: OffsetDateTime
 
     let san = der::seq(&[
         &der::tlv(0xa4, &der::name(&[(OID_CN, uuid), (OID_O, ORG)])),
-        &der::tlv(0xa4, &der::name(&[(OID_CN, &format!("{uuid}.consumers.example.com"))])),
+        &der::tlv(
+            0xa4,
+            &der::name(&[(OID_CN, &format!("{uuid}.consumers.example.com"))]),
+        ),
     ]);
     params.custom_extensions = vec![
         CustomExtension::from_oid_content(OID_BASIC_CONSTRAINTS, der::seq(&[])),
@@ -389,7 +476,10 @@ fn host_params(uuid: &str, not_before: OffsetDateTime, not_after: OffsetDateTime
         CustomExtension::from_oid_content(OID_SUBJECT_ALT_NAME, san),
         CustomExtension::from_oid_content(OID_RH_ENTITLEMENT_VERSION, der::tlv(0x0c, b"3.4")),
         CustomExtension::from_oid_content(OID_RH_ENTITLEMENT_TYPE, der::tlv(0x0c, b"OrgLevel")),
-        CustomExtension::from_oid_content(OID_RH_ENTITLEMENT_DATA, der::tlv(0x04, &opaque_payload(uuid))),
+        CustomExtension::from_oid_content(
+            OID_RH_ENTITLEMENT_DATA,
+            der::tlv(0x04, &opaque_payload(uuid)),
+        ),
     ];
     params
 }
@@ -397,7 +487,9 @@ fn host_params(uuid: &str, not_before: OffsetDateTime, not_after: OffsetDateTime
 /// Looks like Candlepin's zlib-compressed entitlement data: a zlib header,
 /// then incompressible bytes (deterministic per uuid).
 fn opaque_payload(uuid: &str) -> Vec<u8> {
-    let mut state = uuid.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut state = uuid.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let mut out = vec![0x78, 0x9c];
     while out.len() < RH_PAYLOAD_LEN {
         state ^= state << 13;
@@ -417,7 +509,11 @@ mod der {
         if len < 0x80 {
             out.push(len as u8);
         } else {
-            let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
             out.push(0x80 | bytes.len() as u8);
             out.extend_from_slice(&bytes);
         }
@@ -464,8 +560,14 @@ mod tests {
 
     #[test]
     fn der_helpers() {
-        assert_eq!(der::oid(&[2, 5, 29, 17]), vec![0x06, 0x03, 0x55, 0x1d, 0x11]);
-        assert_eq!(der::oid(&[1, 3, 6, 1, 4, 1, 2312, 9, 7]), vec![0x06, 0x09, 0x2b, 6, 1, 4, 1, 0x92, 0x08, 9, 7]);
+        assert_eq!(
+            der::oid(&[2, 5, 29, 17]),
+            vec![0x06, 0x03, 0x55, 0x1d, 0x11]
+        );
+        assert_eq!(
+            der::oid(&[1, 3, 6, 1, 4, 1, 2312, 9, 7]),
+            vec![0x06, 0x09, 0x2b, 6, 1, 4, 1, 0x92, 0x08, 9, 7]
+        );
         assert_eq!(der::tlv(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
         assert_eq!(der::tlv(0x04, &[0; 300])[..4], [0x04, 0x82, 0x01, 0x2c]);
     }

@@ -36,7 +36,12 @@ use container_gateway::config::PluginsConfig;
 
 /// `lib<name with - as _>.so`, the file name `plugins.chain` entries resolve to.
 pub fn library_file_name(name: &str) -> String {
-    format!("{}{}{}", std::env::consts::DLL_PREFIX, name.replace('-', "_"), std::env::consts::DLL_SUFFIX)
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 /// The freshly built (or installed) shared object of plugin crate `crate_name`.
@@ -45,7 +50,11 @@ pub fn built_library(crate_name: &str) -> PathBuf {
     let file = library_file_name(crate_name);
     if let Some(dir) = std::env::var_os("GW_PLUGIN_DIR") {
         let path = Path::new(&dir).join(&file);
-        assert!(path.is_file(), "GW_PLUGIN_DIR is set but {} does not exist", path.display());
+        assert!(
+            path.is_file(),
+            "GW_PLUGIN_DIR is set but {} does not exist",
+            path.display()
+        );
         return path;
     }
     if let Some(path) = beside_test_binary(&file) {
@@ -58,15 +67,24 @@ pub fn built_library(crate_name: &str) -> PathBuf {
 pub fn staged_library(crate_name: &str) -> PathBuf {
     static STAGED: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     static STAGING: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let staging = STAGING.get_or_init(|| tempfile::Builder::new().prefix("gw-plugins-").tempdir().expect("staging dir"));
-    let mut staged = STAGED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let staging = STAGING.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("gw-plugins-")
+            .tempdir()
+            .expect("staging dir")
+    });
+    let mut staged = STAGED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(path) = staged.get(crate_name) {
         return path.clone();
     }
     let source = built_library(crate_name);
     let target = staging.path().join(library_file_name(crate_name));
     std::fs::copy(&source, &target).unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("chmod staged plugin");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod staged plugin");
     staged.insert(crate_name.to_owned(), target.clone());
     target
 }
@@ -75,13 +93,25 @@ fn beside_test_binary(file: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let deps = exe.parent()?;
     // `deps/` for test binaries, its parent for examples and uplifted artifacts.
-    [Some(deps), deps.parent()].into_iter().flatten().map(|d| d.join(file)).find(|p| p.is_file())
+    [Some(deps), deps.parent()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(file))
+        .find(|p| p.is_file())
 }
 
 fn cargo_build(crate_name: &str, file: &str) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "--message-format=json", "-p", crate_name, "--manifest-path"]).arg(&manifest);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--message-format=json",
+        "-p",
+        crate_name,
+        "--manifest-path",
+    ])
+    .arg(&manifest);
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
@@ -92,13 +122,25 @@ fn cargo_build(crate_name: &str, file: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("running cargo build -p {crate_name}: {e}"));
     let stdout = child.stdout.take().expect("piped stdout");
     let mut found = None;
-    for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        let paths = msg["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str());
-        if let Some(path) = paths.map(PathBuf::from).find(|p| p.file_name().is_some_and(|n| n == file)) {
+        let paths = msg["filenames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str());
+        if let Some(path) = paths
+            .map(PathBuf::from)
+            .find(|p| p.file_name().is_some_and(|n| n == file))
+        {
             found = Some(path);
         }
     }
@@ -121,7 +163,12 @@ impl Default for PluginDir {
 impl PluginDir {
     /// An empty directory (mode 0700).
     pub fn new() -> PluginDir {
-        PluginDir { dir: tempfile::Builder::new().prefix("gw-plugin-dir-").tempdir().expect("temp dir") }
+        PluginDir {
+            dir: tempfile::Builder::new()
+                .prefix("gw-plugin-dir-")
+                .tempdir()
+                .expect("temp dir"),
+        }
     }
 
     /// A directory holding each named plugin crate under its own name.
@@ -150,7 +197,8 @@ impl PluginDir {
     pub fn add_copy(&self, name: &str, crate_name: &str) -> PathBuf {
         let path = self.path().join(library_file_name(name));
         std::fs::copy(staged_library(crate_name), &path).expect("copy plugin");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod plugin");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod plugin");
         path
     }
 

@@ -7,7 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use container_gateway::auth::plugin_host::load_chain;
-use container_gateway::auth::{AuthChain, AuthDecision, AuthFacts, Authenticator, Identity, Resolved};
+use container_gateway::auth::{
+    AuthChain, AuthDecision, AuthFacts, Authenticator, Identity, Resolved,
+};
 use container_gateway::config::{PluginsConfig, Problems};
 use gateway_tests::pki::{self, Pki};
 use gateway_tests::plugins::{PluginDir, library_file_name};
@@ -27,7 +29,11 @@ fn fixture() -> &'static Fixture {
         let pki = Pki::new();
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_path = pki::write_file(dir.path(), "katello-default-ca.pem", &pki.ca_pem());
-        Fixture { pki, _dir: dir, ca_path }
+        Fixture {
+            pki,
+            _dir: dir,
+            ca_path,
+        }
     })
 }
 
@@ -65,11 +71,23 @@ fn peer() -> Option<SocketAddr> {
 }
 
 fn over_tls(chain: &[Vec<u8>]) -> AuthFacts<'_> {
-    AuthFacts { tls_chain: chain, method: "GET", path: "/v2/_catalog", peer: peer(), ..Default::default() }
+    AuthFacts {
+        tls_chain: chain,
+        method: "GET",
+        path: "/v2/_catalog",
+        peer: peer(),
+        ..Default::default()
+    }
 }
 
 fn forwarded(der: &[u8]) -> AuthFacts<'_> {
-    AuthFacts { forwarded_cert: Some(der), method: "GET", path: "/index/static", peer: peer(), ..Default::default() }
+    AuthFacts {
+        forwarded_cert: Some(der),
+        method: "GET",
+        path: "/index/static",
+        peer: peer(),
+        ..Default::default()
+    }
 }
 
 fn denied(decision: AuthDecision) -> String {
@@ -100,20 +118,40 @@ fn host_cert_is_shaped_like_a_candlepin_sca_cert() {
     );
     let (rest, cert) = X509Certificate::from_der(&issued.cert_der).expect("parses");
     assert!(rest.is_empty());
-    assert_eq!(cert.signature_algorithm.algorithm, oid_registry::OID_PKCS1_SHA256WITHRSA);
-    assert_eq!(cert.public_key().algorithm.algorithm, oid_registry::OID_PKCS1_RSAENCRYPTION);
+    assert_eq!(
+        cert.signature_algorithm.algorithm,
+        oid_registry::OID_PKCS1_SHA256WITHRSA
+    );
+    assert_eq!(
+        cert.public_key().algorithm.algorithm,
+        oid_registry::OID_PKCS1_RSAENCRYPTION
+    );
     match cert.public_key().parsed().expect("RSA key") {
         x509_parser::public_key::PublicKey::RSA(rsa) => assert_eq!(rsa.key_size(), 2048),
         other => panic!("not RSA: {other:?}"),
     }
-    assert_eq!(cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()), Some(UUID));
-    assert_eq!(cert.subject().iter_organization().next().and_then(|o| o.as_str().ok()), Some(pki::ORG));
+    assert_eq!(
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok()),
+        Some(UUID)
+    );
+    assert_eq!(
+        cert.subject()
+            .iter_organization()
+            .next()
+            .and_then(|o| o.as_str().ok()),
+        Some(pki::ORG)
+    );
 
     let bc = cert.basic_constraints().expect("one").expect("present");
     assert!(!bc.critical && !bc.value.ca);
     let ku = cert.key_usage().expect("one").expect("present");
     assert!(!ku.critical);
-    assert!(ku.value.digital_signature() && ku.value.key_encipherment() && ku.value.data_encipherment());
+    assert!(
+        ku.value.digital_signature() && ku.value.key_encipherment() && ku.value.data_encipherment()
+    );
     assert!(!ku.value.key_cert_sign());
     let eku = cert.extended_key_usage().expect("one").expect("present");
     assert!(eku.value.client_auth && !eku.value.server_auth);
@@ -126,9 +164,17 @@ fn host_cert_is_shaped_like_a_candlepin_sca_cert() {
         ParsedExtension::NSCertType(t) => assert!(t.ssl_client() && t.smime() && !t.ssl_server()),
         other => panic!("unexpected {other:?}"),
     }
-    let san = cert.subject_alternative_name().expect("one").expect("present");
+    let san = cert
+        .subject_alternative_name()
+        .expect("one")
+        .expect("present");
     assert_eq!(san.value.general_names.len(), 2);
-    assert!(san.value.general_names.iter().all(|n| matches!(n, GeneralName::DirectoryName(_))));
+    assert!(
+        san.value
+            .general_names
+            .iter()
+            .all(|n| matches!(n, GeneralName::DirectoryName(_)))
+    );
     let redhat: Vec<_> = cert
         .extensions()
         .iter()
@@ -137,8 +183,14 @@ fn host_cert_is_shaped_like_a_candlepin_sca_cert() {
         .collect();
     assert_eq!(redhat.len(), 3);
     assert!(redhat.iter().all(|(critical, _)| !critical));
-    assert!(redhat.iter().any(|(_, len)| *len > 1500), "an opaque payload of kilobytes");
-    assert!(cert.extensions().iter().all(|e| !e.critical), "Candlepin marks nothing critical");
+    assert!(
+        redhat.iter().any(|(_, len)| *len > 1500),
+        "an opaque payload of kilobytes"
+    );
+    assert!(
+        cert.extensions().iter().all(|e| !e.critical),
+        "Candlepin marks nothing critical"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -147,18 +199,27 @@ fn host_cert_is_shaped_like_a_candlepin_sca_cert() {
 #[test]
 fn rhsm_accepts_a_host_cert_over_tls() {
     let chain = fixture().pki.host_cert(UUID).chain_der();
-    let decision = rhsm().authenticate(&over_tls(&chain)).expect("no backend error");
+    let decision = rhsm()
+        .authenticate(&over_tls(&chain))
+        .expect("no backend error");
     assert_eq!(decision, AuthDecision::Allow(Identity::Host(UUID.into())));
     // Again: served from the cache, same answer.
-    let decision = rhsm().authenticate(&over_tls(&chain)).expect("no backend error");
+    let decision = rhsm()
+        .authenticate(&over_tls(&chain))
+        .expect("no backend error");
     assert_eq!(decision, AuthDecision::Allow(Identity::Host(UUID.into())));
 }
 
 #[test]
 fn rhsm_accepts_a_forwarded_host_cert() {
     let issued = fixture().pki.host_cert("forwarded-uuid");
-    let decision = rhsm().authenticate(&forwarded(&issued.cert_der)).expect("no backend error");
-    assert_eq!(decision, AuthDecision::Allow(Identity::Host("forwarded-uuid".into())));
+    let decision = rhsm()
+        .authenticate(&forwarded(&issued.cert_der))
+        .expect("no backend error");
+    assert_eq!(
+        decision,
+        AuthDecision::Allow(Identity::Host("forwarded-uuid".into()))
+    );
 }
 
 #[test]
@@ -166,73 +227,138 @@ fn rhsm_follows_an_intermediate_the_client_sends() {
     let issued = fixture().pki.host_cert_via_intermediate("via-intermediate");
     let chain = issued.chain_der();
     assert_eq!(chain.len(), 2);
-    let decision = rhsm().authenticate(&over_tls(&chain)).expect("no backend error");
-    assert_eq!(decision, AuthDecision::Allow(Identity::Host("via-intermediate".into())));
+    let decision = rhsm()
+        .authenticate(&over_tls(&chain))
+        .expect("no backend error");
+    assert_eq!(
+        decision,
+        AuthDecision::Allow(Identity::Host("via-intermediate".into()))
+    );
 
     // Without the intermediate there is no path to the CA.
     let fresh = fixture().pki.host_cert_via_intermediate("leaf-alone");
-    let reason = denied(rhsm().authenticate(&over_tls(&fresh.chain_der()[..1])).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&over_tls(&fresh.chain_der()[..1]))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("not a trusted CA"), "{reason}");
 }
 
 #[test]
 fn rhsm_denies_a_cert_from_another_ca_with_the_same_name() {
     let issued = fixture().pki.host_cert_from_other_ca(UUID);
-    let reason = denied(rhsm().authenticate(&over_tls(&issued.chain_der())).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&over_tls(&issued.chain_der()))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("does not verify"), "{reason}");
-    let reason = denied(rhsm().authenticate(&forwarded(&issued.cert_der)).expect("no backend error"));
-    assert!(reason.starts_with("forwarded client certificate"), "{reason}");
+    let reason = denied(
+        rhsm()
+            .authenticate(&forwarded(&issued.cert_der))
+            .expect("no backend error"),
+    );
+    assert!(
+        reason.starts_with("forwarded client certificate"),
+        "{reason}"
+    );
 }
 
 #[test]
 fn rhsm_denies_expired_and_not_yet_valid_certs() {
     let expired = fixture().pki.expired_host_cert(UUID);
-    let reason = denied(rhsm().authenticate(&over_tls(&expired.chain_der())).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&over_tls(&expired.chain_der()))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("expired"), "{reason}");
     let early = fixture().pki.not_yet_valid_host_cert(UUID);
-    let reason = denied(rhsm().authenticate(&forwarded(&early.cert_der)).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&forwarded(&early.cert_der))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("not valid before"), "{reason}");
 }
 
 #[test]
 fn rhsm_abstains_without_a_cert() {
-    let facts = AuthFacts { authorization: Some("Bearer abc"), method: "GET", path: "/v2/", ..Default::default() };
-    assert_eq!(rhsm().authenticate(&facts).expect("no backend error"), AuthDecision::Abstain);
-    assert_eq!(rhsm().authenticate(&AuthFacts::default()).expect("no backend error"), AuthDecision::Abstain);
+    let facts = AuthFacts {
+        authorization: Some("Bearer abc"),
+        method: "GET",
+        path: "/v2/",
+        ..Default::default()
+    };
+    assert_eq!(
+        rhsm().authenticate(&facts).expect("no backend error"),
+        AuthDecision::Abstain
+    );
+    assert_eq!(
+        rhsm()
+            .authenticate(&AuthFacts::default())
+            .expect("no backend error"),
+        AuthDecision::Abstain
+    );
 }
 
 #[test]
 fn rhsm_denies_garbage_der() {
     let garbage = vec![b"\x30\x82\x01\x00not a certificate".to_vec()];
-    let reason = denied(rhsm().authenticate(&over_tls(&garbage)).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&over_tls(&garbage))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("not a DER X.509 certificate"), "{reason}");
-    let reason = denied(rhsm().authenticate(&forwarded(b"")).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&forwarded(b""))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("not a DER X.509 certificate"), "{reason}");
     // A valid certificate followed by junk is not a certificate either.
     let mut padded = fixture().pki.host_cert(UUID).cert_der;
     padded.extend_from_slice(b"junk");
-    let reason = denied(rhsm().authenticate(&forwarded(&padded)).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&forwarded(&padded))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("trailing data"), "{reason}");
 }
 
 #[test]
 fn rhsm_denies_a_cert_without_cn() {
     let issued = fixture().pki.cert_without_cn();
-    let reason = denied(rhsm().authenticate(&over_tls(&issued.chain_der())).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&over_tls(&issued.chain_der()))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("no CN"), "{reason}");
 }
 
 #[test]
 fn rhsm_denies_a_server_cert_used_as_client_cert() {
     let issued = fixture().pki.server_cert();
-    let reason = denied(rhsm().authenticate(&over_tls(&issued.chain_der())).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&over_tls(&issued.chain_der()))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("clientAuth"), "{reason}");
 }
 
 #[test]
 fn rhsm_denies_the_ca_itself_as_a_client_cert() {
     let ca = vec![fixture().pki.ca_der()];
-    let reason = denied(rhsm().authenticate(&over_tls(&ca)).expect("no backend error"));
+    let reason = denied(
+        rhsm()
+            .authenticate(&over_tls(&ca))
+            .expect("no backend error"),
+    );
     assert!(reason.contains("is a CA"), "{reason}");
 }
 
@@ -240,7 +366,10 @@ fn rhsm_denies_the_ca_itself_as_a_client_cert() {
 fn rhsm_settings_problems_name_the_settings_key() {
     let dir = PluginDir::with(&["rhsm-cert"]);
     let mut cfg = dir.config(&["rhsm-cert"]);
-    cfg.settings.insert("rhsm-cert".into(), serde_json::json!({"cache_capacity": 10, "colour": "blue"}));
+    cfg.settings.insert(
+        "rhsm-cert".into(),
+        serde_json::json!({"cache_capacity": 10, "colour": "blue"}),
+    );
     let problems = problem_text(load(&cfg));
     assert_eq!(problems.0.len(), 1, "{problems}");
     assert_eq!(problems.0[0].key, "plugins.settings.rhsm-cert");
@@ -248,8 +377,16 @@ fn rhsm_settings_problems_name_the_settings_key() {
 
     let missing = std::path::Path::new("/nonexistent/ca.pem");
     let problems = problem_text(load_chain(&dir.config(&["rhsm-cert"]), missing));
-    assert!(problems.0[0].message.contains("/nonexistent/ca.pem"), "{problems}");
-    assert!(problems.0[0].message.contains(&library_file_name("rhsm-cert")), "{problems}");
+    assert!(
+        problems.0[0].message.contains("/nonexistent/ca.pem"),
+        "{problems}"
+    );
+    assert!(
+        problems.0[0]
+            .message
+            .contains(&library_file_name("rhsm-cert")),
+        "{problems}"
+    );
 }
 
 #[test]
@@ -258,12 +395,24 @@ fn rhsm_can_be_given_its_own_ca_bundle() {
     // the other CA is the trusted one.
     let dir = tempfile::tempdir().expect("temp dir");
     let other_ca = pki::write_file(dir.path(), "other.pem", &fixture().pki.other_ca_pem());
-    let plugin = load_with("rhsm-cert", serde_json::json!({"client_ca": other_ca, "cache_capacity": 0}));
+    let plugin = load_with(
+        "rhsm-cert",
+        serde_json::json!({"client_ca": other_ca, "cache_capacity": 0}),
+    );
     let theirs = fixture().pki.host_cert_from_other_ca("other-host");
-    let decision = plugin.authenticate(&forwarded(&theirs.cert_der)).expect("no backend error");
-    assert_eq!(decision, AuthDecision::Allow(Identity::Host("other-host".into())));
+    let decision = plugin
+        .authenticate(&forwarded(&theirs.cert_der))
+        .expect("no backend error");
+    assert_eq!(
+        decision,
+        AuthDecision::Allow(Identity::Host("other-host".into()))
+    );
     let ours = fixture().pki.host_cert(UUID);
-    denied(plugin.authenticate(&forwarded(&ours.cert_der)).expect("no backend error"));
+    denied(
+        plugin
+            .authenticate(&forwarded(&ours.cert_der))
+            .expect("no backend error"),
+    );
 }
 
 #[test]
@@ -275,11 +424,14 @@ fn rhsm_logs_through_the_host_with_a_plugin_target() {
         load_one(&dir, "rhsm-cert");
     });
     let events = events.lock().unwrap_or_else(|e| e.into_inner());
-    let logged = events
-        .iter()
-        .find(|(target, _, message)| target == "plugin::rhsm-cert" && message.contains("trusting 1 CA certificate"));
+    let logged = events.iter().find(|(target, _, message)| {
+        target == "plugin::rhsm-cert" && message.contains("trusting 1 CA certificate")
+    });
     assert!(logged.is_some(), "captured: {events:?}");
-    assert_eq!(logged.map(|(_, level, _)| *level), Some(tracing::Level::INFO));
+    assert_eq!(
+        logged.map(|(_, level, _)| *level),
+        Some(tracing::Level::INFO)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -290,28 +442,117 @@ fn third_party_plugin_built_against_the_abi_crate_works() {
     let dir = PluginDir::with(&["example-header-auth"]);
     let plugin = load_one(&dir, "example-header-auth");
     assert_eq!(plugin.name(), "example-header-auth");
-    let facts = AuthFacts { authorization: Some("Example alice"), method: "GET", path: "/v2/", ..Default::default() };
-    assert_eq!(plugin.authenticate(&facts).expect("ok"), AuthDecision::Allow(Identity::User("alice".into())));
-    let facts = AuthFacts { authorization: Some("Example  "), ..Default::default() };
+    let facts = AuthFacts {
+        authorization: Some("Example alice"),
+        method: "GET",
+        path: "/v2/",
+        ..Default::default()
+    };
+    assert_eq!(
+        plugin.authenticate(&facts).expect("ok"),
+        AuthDecision::Allow(Identity::User("alice".into()))
+    );
+    let facts = AuthFacts {
+        authorization: Some("Example  "),
+        ..Default::default()
+    };
     denied(plugin.authenticate(&facts).expect("ok"));
-    assert_eq!(plugin.authenticate(&AuthFacts::default()).expect("ok"), AuthDecision::Abstain);
+    assert_eq!(
+        plugin.authenticate(&AuthFacts::default()).expect("ok"),
+        AuthDecision::Abstain
+    );
+}
+
+#[test]
+fn c_plugin_built_from_the_header_works() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let source = root.join("tests/plugins/c-example/c_example.c");
+    // The example in the README is the file compiled here.
+    let readme = std::fs::read_to_string(root.join("plugins/abi/README.md")).expect("README");
+    let code = std::fs::read_to_string(&source).expect("C source");
+    let body = code
+        .split_once("*/\n")
+        .map_or(code.as_str(), |(_, body)| body);
+    assert!(
+        readme.contains(body),
+        "c_example.c and the README's C example differ"
+    );
+
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    if std::process::Command::new(&cc)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no C compiler ({cc}); skipping the C plugin");
+        return;
+    }
+    let dir = PluginDir::new();
+    let so = dir.path().join(library_file_name("c-example"));
+    let status = std::process::Command::new(&cc)
+        .args([
+            "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-fPIC", "-shared", "-I",
+        ])
+        .arg(root.join("plugins/abi/include"))
+        .arg("-o")
+        .arg(&so)
+        .arg(&source)
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling the C example");
+    std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let plugin = load_one(&dir, "c-example");
+    let facts = AuthFacts {
+        authorization: Some("Example x"),
+        ..Default::default()
+    };
+    assert_eq!(
+        plugin.authenticate(&facts).expect("ok"),
+        AuthDecision::Allow(Identity::User("someone".into()))
+    );
+    assert_eq!(
+        plugin.authenticate(&AuthFacts::default()).expect("ok"),
+        AuthDecision::Abstain
+    );
 }
 
 #[test]
 fn chain_of_rhsm_cert_then_third_party() {
     let dir = PluginDir::with(&["rhsm-cert", "example-header-auth"]);
-    let chain = AuthChain::new(load(&dir.config(&["rhsm-cert", "example-header-auth"])).expect("loads"));
+    let chain =
+        AuthChain::new(load(&dir.config(&["rhsm-cert", "example-header-auth"])).expect("loads"));
     assert_eq!(chain.names(), ["rhsm-cert", "example-header-auth"]);
 
     let cert = fixture().pki.host_cert(UUID).chain_der();
-    let both = AuthFacts { tls_chain: &cert, authorization: Some("Example bob"), ..Default::default() };
-    assert_eq!(chain.resolve(&both).expect("resolves"), Resolved::Identity(Identity::Host(UUID.into())));
-    let header = AuthFacts { authorization: Some("Example bob"), ..Default::default() };
-    assert_eq!(chain.resolve(&header).expect("resolves"), Resolved::Identity(Identity::User("bob".into())));
-    assert_eq!(chain.resolve(&AuthFacts::default()).expect("resolves"), Resolved::Identity(Identity::Anonymous));
+    let both = AuthFacts {
+        tls_chain: &cert,
+        authorization: Some("Example bob"),
+        ..Default::default()
+    };
+    assert_eq!(
+        chain.resolve(&both).expect("resolves"),
+        Resolved::Identity(Identity::Host(UUID.into()))
+    );
+    let header = AuthFacts {
+        authorization: Some("Example bob"),
+        ..Default::default()
+    };
+    assert_eq!(
+        chain.resolve(&header).expect("resolves"),
+        Resolved::Identity(Identity::User("bob".into()))
+    );
+    assert_eq!(
+        chain.resolve(&AuthFacts::default()).expect("resolves"),
+        Resolved::Identity(Identity::Anonymous)
+    );
     // A bad certificate is a 401, never a fallback to the next backend.
     let expired = fixture().pki.expired_host_cert(UUID).chain_der();
-    let bad = AuthFacts { tls_chain: &expired, authorization: Some("Example bob"), ..Default::default() };
+    let bad = AuthFacts {
+        tls_chain: &expired,
+        authorization: Some("Example bob"),
+        ..Default::default()
+    };
     assert!(chain.resolve(&bad).is_err());
 }
 
@@ -327,12 +568,24 @@ fn request_fields_reach_the_plugin() {
         path: "/v2/a/b/manifests/latest",
         peer: Some("[2001:db8::1]:443".parse().expect("address")),
     };
-    let expected = "HEAD /v2/a/b/manifests/latest peer=[2001:db8::1]:443 auth=Bearer t0k fwd=3 chain=[10,20]";
-    assert_eq!(plugin.authenticate(&facts).expect("ok"), AuthDecision::Allow(Identity::User(expected.into())));
+    let expected =
+        "HEAD /v2/a/b/manifests/latest peer=[2001:db8::1]:443 auth=Bearer t0k fwd=3 chain=[10,20]";
+    assert_eq!(
+        plugin.authenticate(&facts).expect("ok"),
+        AuthDecision::Allow(Identity::User(expected.into()))
+    );
     // More certificates than fit on the stack, and no optional fields.
-    let facts = AuthFacts { tls_chain: &chain, method: "GET", path: "/", ..Default::default() };
+    let facts = AuthFacts {
+        tls_chain: &chain,
+        method: "GET",
+        path: "/",
+        ..Default::default()
+    };
     let expected = "GET / peer=- auth=- fwd=- chain=[10,20,30,40,50,60]";
-    assert_eq!(plugin.authenticate(&facts).expect("ok"), AuthDecision::Allow(Identity::User(expected.into())));
+    assert_eq!(
+        plugin.authenticate(&facts).expect("ok"),
+        AuthDecision::Allow(Identity::User(expected.into()))
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -344,7 +597,10 @@ fn wrong_abi_version_is_refused() {
     let problems = problem_text(load(&dir.config(&["wrong-abi-plugin"])));
     let p = &problems.0[0];
     assert_eq!(p.key, "plugins.chain");
-    assert!(p.message.contains(&library_file_name("wrong-abi-plugin")), "{p}");
+    assert!(
+        p.message.contains(&library_file_name("wrong-abi-plugin")),
+        "{p}"
+    );
     assert!(p.message.contains("expected 1, found 2"), "{p}");
 }
 
@@ -354,8 +610,14 @@ fn missing_entry_symbol_is_refused() {
     let problems = problem_text(load(&dir.config(&["no-entry-plugin"])));
     let p = &problems.0[0];
     assert_eq!(p.key, "plugins.chain");
-    assert!(p.message.contains(&library_file_name("no-entry-plugin")), "{p}");
-    assert!(p.message.contains("container_gateway_auth_plugin_v1"), "{p}");
+    assert!(
+        p.message.contains(&library_file_name("no-entry-plugin")),
+        "{p}"
+    );
+    assert!(
+        p.message.contains("container_gateway_auth_plugin_v1"),
+        "{p}"
+    );
 }
 
 #[test]
@@ -375,35 +637,62 @@ fn group_writable_plugin_directory_is_refused() {
     let dir = PluginDir::with(&["rhsm-cert"]);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).expect("chmod");
     let problems = problem_text(load(&dir.config(&["rhsm-cert"])));
-    assert!(problems.0[0].message.contains("plugin directory"), "{problems}");
+    assert!(
+        problems.0[0].message.contains("plugin directory"),
+        "{problems}"
+    );
 }
 
 #[test]
 fn every_load_problem_is_reported_at_once() {
     let dir = PluginDir::with(&["wrong-abi-plugin", "no-entry-plugin", "rhsm-cert"]);
-    let cfg = dir.config(&["wrong-abi-plugin", "absent-plugin", "no-entry-plugin", "rhsm-cert"]);
+    let cfg = dir.config(&[
+        "wrong-abi-plugin",
+        "absent-plugin",
+        "no-entry-plugin",
+        "rhsm-cert",
+    ]);
     let problems = problem_text(load(&cfg));
     assert_eq!(problems.0.len(), 3, "{problems}");
-    assert!(problems.0[1].message.contains(&library_file_name("absent-plugin")), "{problems}");
+    assert!(
+        problems.0[1]
+            .message
+            .contains(&library_file_name("absent-plugin")),
+        "{problems}"
+    );
 }
 
 #[test]
 fn init_failure_carries_the_plugins_message() {
     let dir = PluginDir::with(&["bad-plugin"]);
     let mut cfg = dir.config(&["bad-plugin"]);
-    cfg.settings.insert("bad-plugin".into(), serde_json::json!({"mode": "no-such-mode"}));
+    cfg.settings.insert(
+        "bad-plugin".into(),
+        serde_json::json!({"mode": "no-such-mode"}),
+    );
     let problems = problem_text(load(&cfg));
     assert_eq!(problems.0[0].key, "plugins.settings.bad-plugin");
-    assert!(problems.0[0].message.contains("no usable mode"), "{problems}");
+    assert!(
+        problems.0[0].message.contains("no usable mode"),
+        "{problems}"
+    );
 }
 
 #[test]
 fn panic_in_init_is_a_load_problem() {
     let dir = PluginDir::with(&["panicky-plugin"]);
     let mut cfg = dir.config(&["panicky-plugin"]);
-    cfg.settings.insert("panicky-plugin".into(), serde_json::json!({"panic_in_init": true}));
+    cfg.settings.insert(
+        "panicky-plugin".into(),
+        serde_json::json!({"panic_in_init": true}),
+    );
     let problems = problem_text(load(&cfg));
-    assert!(problems.0[0].message.contains("init panicked: asked to panic in init"), "{problems}");
+    assert!(
+        problems.0[0]
+            .message
+            .contains("init panicked: asked to panic in init"),
+        "{problems}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -413,14 +702,34 @@ fn panic_in_init_is_a_load_problem() {
 fn a_panicking_plugin_is_a_backend_error_and_keeps_serving() {
     let dir = PluginDir::with(&["panicky-plugin"]);
     let plugin = load_one(&dir, "panicky-plugin");
-    let panics = AuthFacts { method: "GET", path: "/panic", ..Default::default() };
-    let err = plugin.authenticate(&panics).expect_err("a panic is an error");
+    let panics = AuthFacts {
+        method: "GET",
+        path: "/panic",
+        ..Default::default()
+    };
+    let err = plugin
+        .authenticate(&panics)
+        .expect_err("a panic is an error");
     assert_eq!(err.backend, "panicky-plugin");
     assert!(err.message.contains("asked to panic for GET"), "{err}");
-    assert!(err.message.contains("src/lib.rs"), "the location is reported: {err}");
-    let fine = AuthFacts { method: "GET", path: "/v2/", ..Default::default() };
-    assert_eq!(plugin.authenticate(&fine).expect("served"), AuthDecision::Allow(Identity::User("survivor".into())));
-    let odd = AuthFacts { method: "GET", path: "/panic-any", ..Default::default() };
+    assert!(
+        err.message.contains("src/lib.rs"),
+        "the location is reported: {err}"
+    );
+    let fine = AuthFacts {
+        method: "GET",
+        path: "/v2/",
+        ..Default::default()
+    };
+    assert_eq!(
+        plugin.authenticate(&fine).expect("served"),
+        AuthDecision::Allow(Identity::User("survivor".into()))
+    );
+    let odd = AuthFacts {
+        method: "GET",
+        path: "/panic-any",
+        ..Default::default()
+    };
     assert!(plugin.authenticate(&odd).is_err());
     assert!(plugin.authenticate(&fine).is_ok());
 }
@@ -435,7 +744,11 @@ fn panics_from_many_threads_at_once_are_contained() {
             s.spawn(move || {
                 for i in 0..50 {
                     let path = if (i + t) % 2 == 0 { "/panic" } else { "/ok" };
-                    let result = plugin.authenticate(&AuthFacts { method: "GET", path, ..Default::default() });
+                    let result = plugin.authenticate(&AuthFacts {
+                        method: "GET",
+                        path,
+                        ..Default::default()
+                    });
                     assert_eq!(result.is_err(), path == "/panic");
                 }
             });
@@ -465,7 +778,9 @@ fn garbage_output_is_a_backend_error() {
     }
     let plugin = load_with("bad-plugin", serde_json::json!({"mode": "deny"}));
     assert_eq!(
-        plugin.authenticate(&AuthFacts::default()).expect("a decision"),
+        plugin
+            .authenticate(&AuthFacts::default())
+            .expect("a decision"),
         AuthDecision::Deny("bad-plugin denies as configured".into())
     );
 }
@@ -475,11 +790,21 @@ fn every_plugin_buffer_is_freed() {
     // A private copy of the library: its allocation counter is ours alone.
     let dir = PluginDir::new();
     dir.add_copy("counted", "bad-plugin");
-    let modes = ["ok", "deny", "error", "panic", "bad-utf8", "bad-json", "unknown-kind", "unknown-status"];
+    let modes = [
+        "ok",
+        "deny",
+        "error",
+        "panic",
+        "bad-utf8",
+        "bad-json",
+        "unknown-kind",
+        "unknown-status",
+    ];
     let mut cfg = dir.config(&["counted"]);
     let mut plugins = Vec::new();
     for mode in modes.iter().chain(&["count"]) {
-        cfg.settings.insert("counted".into(), serde_json::json!({ "mode": mode }));
+        cfg.settings
+            .insert("counted".into(), serde_json::json!({ "mode": mode }));
         plugins.extend(load(&cfg).expect("loads"));
     }
     let (count, others) = plugins.split_last().expect("plugins");

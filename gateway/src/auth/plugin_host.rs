@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use gateway_plugin_abi::{
-    ABI_VERSION, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, ENTRY_SYMBOL, EntryFn, level, status,
+    ABI_VERSION, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, ENTRY_SYMBOL, EntryFn, level,
+    status,
 };
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use serde::Deserialize;
@@ -56,7 +57,10 @@ unsafe extern "C" {
 /// `client_ca` (`server.client_ca`) is passed to every plugin as the
 /// `client_ca` key of its configuration, unless `[plugins.settings.<name>]`
 /// sets it. Every problem is reported, not just the first.
-pub fn load_chain(cfg: &PluginsConfig, client_ca: &Path) -> Result<Vec<Arc<dyn Authenticator>>, Problems> {
+pub fn load_chain(
+    cfg: &PluginsConfig,
+    client_ca: &Path,
+) -> Result<Vec<Arc<dyn Authenticator>>, Problems> {
     let mut chain: Vec<Arc<dyn Authenticator>> = Vec::with_capacity(cfg.chain.len());
     let mut problems = Vec::new();
     for name in &cfg.chain {
@@ -65,11 +69,18 @@ pub fn load_chain(cfg: &PluginsConfig, client_ca: &Path) -> Result<Vec<Arc<dyn A
             Err(problem) => problems.push(problem),
         }
     }
-    if problems.is_empty() { Ok(chain) } else { Err(Problems(problems)) }
+    if problems.is_empty() {
+        Ok(chain)
+    } else {
+        Err(Problems(problems))
+    }
 }
 
 fn chain_problem(name: &str, path: &Path, message: impl std::fmt::Display) -> Problem {
-    Problem { key: "plugins.chain".to_owned(), message: format!("plugin {name} ({}): {message}", path.display()) }
+    Problem {
+        key: "plugins.chain".to_owned(),
+        message: format!("plugin {name} ({}): {message}", path.display()),
+    }
 }
 
 fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginBackend, Problem> {
@@ -78,7 +89,8 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
         key: format!("plugins.settings.{name}"),
         message: format!("plugin {name} ({}): {message}", path.display()),
     })?;
-    check_permissions(&cfg.dir, &path, cfg.require_root_owner).map_err(|m| chain_problem(name, &path, m))?;
+    check_permissions(&cfg.dir, &path, cfg.require_root_owner)
+        .map_err(|m| chain_problem(name, &path, m))?;
 
     // SAFETY: loading runs the library's initialisers. The file passed the
     // ownership and permission checks above, which is the trust decision the
@@ -97,7 +109,9 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
             return Err(chain_problem(
                 name,
                 &path,
-                format!("does not export {symbol}: not a container-gateway auth plugin, or built for another ABI major version"),
+                format!(
+                    "does not export {symbol}: not a container-gateway auth plugin, or built for another ABI major version"
+                ),
             ));
         }
     };
@@ -105,12 +119,20 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
     // pointer to a static table or null.
     let table = unsafe { entry() };
     if table.is_null() {
-        return Err(chain_problem(name, &path, format!("{symbol}() returned no table")));
+        return Err(chain_problem(
+            name,
+            &path,
+            format!("{symbol}() returned no table"),
+        ));
     }
     // SAFETY: every version of the table starts with these two u32 fields, so
     // reading them is in bounds whatever the plugin's version.
-    let (abi_version, struct_size) =
-        unsafe { (std::ptr::addr_of!((*table).abi_version).read(), std::ptr::addr_of!((*table).struct_size).read()) };
+    let (abi_version, struct_size) = unsafe {
+        (
+            std::ptr::addr_of!((*table).abi_version).read(),
+            std::ptr::addr_of!((*table).struct_size).read(),
+        )
+    };
     if abi_version != ABI_VERSION {
         return Err(chain_problem(
             name,
@@ -129,10 +151,17 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
     // SAFETY: the plugin declares a table of at least `known` bytes, static
     // for the life of the (never unloaded) library.
     let table: &'static CgAuthPluginV1 = unsafe { &*table };
-    let (Some(init), Some(authenticate), Some(free_buf), Some(destroy)) =
-        (table.init, table.authenticate, table.free_buf, table.destroy)
-    else {
-        return Err(chain_problem(name, &path, "plugin table has a null function pointer"));
+    let (Some(init), Some(authenticate), Some(free_buf), Some(destroy)) = (
+        table.init,
+        table.authenticate,
+        table.free_buf,
+        table.destroy,
+    ) else {
+        return Err(chain_problem(
+            name,
+            &path,
+            "plugin table has a null function pointer",
+        ));
     };
 
     let host = host_for(name);
@@ -140,8 +169,18 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
     let mut error = CgBuf::EMPTY;
     // SAFETY: `host` lives for the process, the configuration outlives the
     // call, and both out-pointers are valid and initialised as the ABI requires.
-    let code = unsafe { init(host, CgStr::from_bytes(config_json.as_bytes()), &mut instance, &mut error) };
-    let error = OwnedBuf { buf: error, free: free_buf };
+    let code = unsafe {
+        init(
+            host,
+            CgStr::from_bytes(config_json.as_bytes()),
+            &mut instance,
+            &mut error,
+        )
+    };
+    let error = OwnedBuf {
+        buf: error,
+        free: free_buf,
+    };
     match code {
         status::OK => {
             let declared = if table.name.is_null() {
@@ -151,17 +190,31 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
                 unsafe { CStr::from_ptr(table.name) }.to_string_lossy()
             };
             tracing::info!(plugin = name, declared = %declared, path = %path.display(), "auth plugin loaded");
-            Ok(PluginBackend { name: name.to_owned(), instance, authenticate, free_buf, destroy })
+            Ok(PluginBackend {
+                name: name.to_owned(),
+                instance,
+                authenticate,
+                free_buf,
+                destroy,
+            })
         }
         status::ERROR | status::PANIC => {
             let message = error.lossy();
-            let what = if code == status::PANIC { "init panicked" } else { "init failed" };
+            let what = if code == status::PANIC {
+                "init panicked"
+            } else {
+                "init failed"
+            };
             Err(Problem {
                 key: format!("plugins.settings.{name}"),
                 message: format!("plugin {name} ({}): {what}: {message}", path.display()),
             })
         }
-        other => Err(chain_problem(name, &path, format!("init returned unexpected status {other}"))),
+        other => Err(chain_problem(
+            name,
+            &path,
+            format!("init returned unexpected status {other}"),
+        )),
     }
 }
 
@@ -173,8 +226,13 @@ fn plugin_config(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<St
         Some(_) => return Err("settings must be a table".to_owned()),
     };
     if !object.contains_key("client_ca") {
-        let ca = client_ca.to_str().ok_or("server.client_ca is not a UTF-8 path")?;
-        object.insert("client_ca".to_owned(), serde_json::Value::String(ca.to_owned()));
+        let ca = client_ca
+            .to_str()
+            .ok_or("server.client_ca is not a UTF-8 path")?;
+        object.insert(
+            "client_ca".to_owned(),
+            serde_json::Value::String(ca.to_owned()),
+        );
     }
     serde_json::to_string(&object).map_err(|e| format!("cannot encode settings: {e}"))
 }
@@ -184,7 +242,8 @@ fn plugin_config(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<St
 fn check_permissions(dir: &Path, path: &Path, require_root_owner: bool) -> Result<(), String> {
     let euid = geteuid();
     let check = |p: &Path, what: &str| -> Result<std::fs::Metadata, String> {
-        let meta = std::fs::metadata(p).map_err(|e| format!("cannot stat {what} {}: {e}", p.display()))?;
+        let meta =
+            std::fs::metadata(p).map_err(|e| format!("cannot stat {what} {}: {e}", p.display()))?;
         let mode = meta.permissions().mode();
         if mode & 0o022 != 0 {
             return Err(format!(
@@ -208,7 +267,8 @@ fn check_permissions(dir: &Path, path: &Path, require_root_owner: bool) -> Resul
         return Err(format!("{} is not a regular file", path.display()));
     }
     // A symlink can lead elsewhere: the directory really holding the file matters too.
-    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
     if let Some(parent) = real.parent() {
         check(parent, "directory")?;
     }
@@ -246,7 +306,11 @@ impl OwnedBuf {
 impl Drop for OwnedBuf {
     fn drop(&mut self) {
         if !self.buf.ptr.is_null() {
-            let buf = CgBuf { ptr: self.buf.ptr, len: self.buf.len, cap: self.buf.cap };
+            let buf = CgBuf {
+                ptr: self.buf.ptr,
+                len: self.buf.len,
+                cap: self.buf.cap,
+            };
             // SAFETY: the buffer came from this plugin and is returned once.
             unsafe { (self.free)(buf) };
         }
@@ -279,7 +343,10 @@ impl Drop for PluginBackend {
 
 impl PluginBackend {
     fn error(&self, message: impl Into<String>) -> BackendError {
-        BackendError { backend: self.name.clone(), message: message.into() }
+        BackendError {
+            backend: self.name.clone(),
+            message: message.into(),
+        }
     }
 
     fn call(&self, facts: &AuthFacts<'_>, chain: &[CgStr]) -> Result<AuthDecision, BackendError> {
@@ -292,7 +359,11 @@ impl PluginBackend {
         });
         let request = CgAuthRequest {
             struct_size: std::mem::size_of::<CgAuthRequest>() as u32,
-            tls_chain: if chain.is_empty() { std::ptr::null() } else { chain.as_ptr() },
+            tls_chain: if chain.is_empty() {
+                std::ptr::null()
+            } else {
+                chain.as_ptr()
+            },
             tls_chain_len: chain.len(),
             forwarded_cert: CgStr::from_opt(facts.forwarded_cert),
             authorization: CgStr::from_opt(facts.authorization.map(str::as_bytes)),
@@ -304,7 +375,10 @@ impl PluginBackend {
         // SAFETY: the instance came from this plugin's `init`; the request and
         // everything it borrows outlive the call; `out` is initialised.
         let code = unsafe { (self.authenticate)(self.instance, &request, &mut out) };
-        let out = OwnedBuf { buf: out, free: self.free_buf };
+        let out = OwnedBuf {
+            buf: out,
+            free: self.free_buf,
+        };
         self.decode(code, &out)
     }
 
@@ -313,15 +387,21 @@ impl PluginBackend {
             status::ABSTAIN => Ok(AuthDecision::Abstain),
             status::ALLOW | status::TOKEN => {
                 let bytes = out.bytes().map_err(|e| self.error(e))?;
-                let text = std::str::from_utf8(bytes).map_err(|_| self.error("identity document is not UTF-8"))?;
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| self.error("identity document is not UTF-8"))?;
                 let doc: IdentityDoc<'_> = serde_json::from_str(text)
                     .map_err(|e| self.error(format!("malformed identity document: {e}")))?;
                 self.identity(code, doc)
             }
             status::DENY => {
                 let bytes = out.bytes().map_err(|e| self.error(e))?;
-                let reason = std::str::from_utf8(bytes).map_err(|_| self.error("deny reason is not UTF-8"))?;
-                Ok(AuthDecision::Deny(if reason.is_empty() { "denied".to_owned() } else { reason.to_owned() }))
+                let reason = std::str::from_utf8(bytes)
+                    .map_err(|_| self.error("deny reason is not UTF-8"))?;
+                Ok(AuthDecision::Deny(if reason.is_empty() {
+                    "denied".to_owned()
+                } else {
+                    reason.to_owned()
+                }))
             }
             status::ERROR => Err(self.error(format!("plugin error: {}", out.lossy()))),
             status::PANIC => Err(self.error(format!("plugin panicked: {}", out.lossy()))),
@@ -331,24 +411,40 @@ impl PluginBackend {
 
     fn identity(&self, code: u32, doc: IdentityDoc<'_>) -> Result<AuthDecision, BackendError> {
         let id = |value: Option<Cow<'_, str>>, key: &str| -> Result<Arc<str>, BackendError> {
-            let value = value.ok_or_else(|| self.error(format!("{} document without \"{key}\"", doc.kind)))?;
+            let value = value
+                .ok_or_else(|| self.error(format!("{} document without \"{key}\"", doc.kind)))?;
             if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
                 return Err(self.error(format!("{} document with an invalid \"{key}\"", doc.kind)));
             }
             Ok(Arc::from(value.as_ref()))
         };
         match (code, doc.kind.as_ref()) {
-            (status::ALLOW, "host") => Ok(AuthDecision::Allow(Identity::Host(id(doc.id.clone(), "id")?))),
-            (status::ALLOW, "user") => Ok(AuthDecision::Allow(Identity::User(id(doc.id.clone(), "id")?))),
+            (status::ALLOW, "host") => Ok(AuthDecision::Allow(Identity::Host(id(
+                doc.id.clone(),
+                "id",
+            )?))),
+            (status::ALLOW, "user") => Ok(AuthDecision::Allow(Identity::User(id(
+                doc.id.clone(),
+                "id",
+            )?))),
             (status::ALLOW, "anonymous") => Ok(AuthDecision::Allow(Identity::Anonymous)),
             (status::TOKEN, "token") => {
                 let digest = doc.sha256.as_deref().unwrap_or_default();
-                if digest.len() != 64 || !digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                    return Err(self.error("token document: \"sha256\" must be 64 lowercase hex digits"));
+                if digest.len() != 64
+                    || !digest
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                {
+                    return Err(
+                        self.error("token document: \"sha256\" must be 64 lowercase hex digits")
+                    );
                 }
                 Ok(AuthDecision::Token(digest.to_owned()))
             }
-            (_, kind) => Err(self.error(format!("status {} with a document of kind {kind:?}", status::name(code)))),
+            (_, kind) => Err(self.error(format!(
+                "status {} with a document of kind {kind:?}",
+                status::name(code)
+            ))),
         }
     }
 }
@@ -380,7 +476,11 @@ impl Authenticator for PluginBackend {
             }
             self.call(facts, &inline[..n])
         } else {
-            let chain: Vec<CgStr> = facts.tls_chain.iter().map(|der| CgStr::from_bytes(der)).collect();
+            let chain: Vec<CgStr> = facts
+                .tls_chain
+                .iter()
+                .map(|der| CgStr::from_bytes(der))
+                .collect();
             self.call(facts, &chain)
         }
     }
@@ -407,8 +507,10 @@ const INTEREST_ALWAYS: u8 = 2;
 
 /// Shown if a subscriber asks before the metadata is set (it cannot: it is
 /// set before registration).
-static PLACEHOLDER_CALLSITE: PluginCallsite =
-    PluginCallsite { metadata: OnceLock::new(), interest: AtomicU8::new(INTEREST_NEVER) };
+static PLACEHOLDER_CALLSITE: PluginCallsite = PluginCallsite {
+    metadata: OnceLock::new(),
+    interest: AtomicU8::new(INTEREST_NEVER),
+};
 static PLACEHOLDER_METADATA: Metadata<'static> = Metadata::new(
     "plugin log",
     "plugin",
@@ -438,7 +540,11 @@ impl Callsite for PluginCallsite {
 }
 
 /// A callsite, its metadata, and its one field (`message`).
-type LevelCallsite = (&'static PluginCallsite, &'static Metadata<'static>, Option<Field>);
+type LevelCallsite = (
+    &'static PluginCallsite,
+    &'static Metadata<'static>,
+    Option<Field>,
+);
 
 struct LogContext {
     /// ERROR, WARN, INFO, DEBUG, TRACE.

@@ -2,6 +2,7 @@
 //! of the gateway is built from. Validation reports every problem at once, each
 //! naming its key, so an admin fixes a file in one pass.
 
+mod credentials;
 pub mod file;
 
 use std::collections::BTreeMap;
@@ -228,11 +229,17 @@ impl Checker {
     }
 
     fn readable(&mut self, key: &str, value: &str) -> PathBuf {
-        let p = PathBuf::from(value);
+        let p = match credentials::expand(value, std::env::var_os("CREDENTIALS_DIRECTORY").as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.add(key, e);
+                return PathBuf::from(value);
+            }
+        };
         if value.is_empty() {
             self.add(key, "must name a file");
         } else if let Err(e) = std::fs::File::open(&p) {
-            self.add(key, format!("cannot read {value}: {e}"));
+            self.add(key, format!("cannot read {}: {e}", p.display()));
         }
         p
     }

@@ -4,4 +4,86 @@ use super::*;
 fn unknown_key_is_named() {
     let err = parse("[server]\nlisten = []\nbogus = 1\n").unwrap_err();
     assert_eq!(err.0[0].key, "server.bogus", "{err}");
+    let err = parse("[nonsense]\nx = 1\n").unwrap_err();
+    assert_eq!(err.0[0].key, "nonsense", "{err}");
+}
+
+#[test]
+fn type_errors_name_the_line() {
+    let err = parse("[cache]\nttl_secs = \"soon\"\n").unwrap_err();
+    assert!(err.0[0].message.contains("line 2"), "{err}");
+}
+
+fn valid_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    dir
+}
+
+fn base(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+tls_cert = "{d}/cert.pem"
+tls_key = "{d}/key.pem"
+client_ca = "{d}/ca.pem"
+public_url = "https://gw.example.com/"
+[pulp]
+endpoint = "http://127.0.0.1:1"
+registry_path = "/pulpcore_registry/"
+[central]
+url = "http://127.0.0.1:2"
+[state]
+dir = "{d}/state"
+[plugins]
+dir = "{d}/plugins"
+"#
+    )
+}
+
+#[test]
+fn a_complete_file_validates_and_normalises() {
+    let dir = valid_dir();
+    let cfg = validate(Path::new("x"), &parse(&base(dir.path())).unwrap()).unwrap();
+    assert_eq!(cfg.server.public_url, "https://gw.example.com");
+    assert_eq!(cfg.server.public_host, "gw.example.com");
+    assert_eq!(cfg.pulp.registry_base(), "http://127.0.0.1:1/pulpcore_registry");
+    assert_eq!(cfg.central.endpoint("_catalog"), "http://127.0.0.1:2/v2/_catalog");
+    assert_eq!(cfg.plugins.library_path("rhsm-cert"), dir.path().join("plugins/librhsm_cert.so"));
+    assert!(cfg.server.is_trusted_frontend(Some("127.0.0.1:5".parse().unwrap())));
+    assert!(!cfg.server.is_trusted_frontend(Some("10.0.0.1:5".parse().unwrap())));
+    assert!(!cfg.server.is_trusted_frontend(None));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let dir = valid_dir();
+    let text = base(dir.path())
+        .replace("127.0.0.1:0", "not-an-address")
+        .replace("https://gw.example.com/", "ftp://x")
+        .replace("/pulpcore_registry/", "../x")
+        + "[cache]\nttl_secs = 0\n[admin]\nlisten = \"0.0.0.0:9464\"\n";
+    let text = text.replace("ca.pem\"", "missing.pem\"");
+    let err = validate(Path::new("x"), &parse(&text).unwrap()).unwrap_err();
+    let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+    for key in ["server.listen", "server.public_url", "pulp.registry_path", "cache.ttl_secs", "admin.listen", "server.client_ca"] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn https_upstreams_need_their_ca_and_a_whole_client_pair() {
+    let dir = valid_dir();
+    let text = base(dir.path()).replace(
+        "endpoint = \"http://127.0.0.1:1\"",
+        &format!("endpoint = \"https://pulp.example.com\"\nssl_ca = \"\"\nssl_cert = \"{}/cert.pem\"\nssl_key = \"\"", dir.path().display()),
+    );
+    let err = validate(Path::new("x"), &parse(&text).unwrap()).unwrap_err();
+    let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"pulp.ssl_ca") && keys.contains(&"pulp.ssl_key"), "{keys:?}");
 }

@@ -121,8 +121,10 @@ impl Entitlements {
         if let Some(g) = &freshest
             && g.age < self.cfg.ttl
         {
+            crate::admin::metrics::entitlement_lookup(true);
             return Ok(g.clone());
         }
+        crate::admin::metrics::entitlement_lookup(false);
         self.ask_central(subject, cached, pushed, fetch).await
     }
 
@@ -137,8 +139,10 @@ impl Entitlements {
         if let Some(g) = &cached
             && g.age < self.cfg.ttl
         {
+            crate::admin::metrics::entitlement_lookup(true);
             return Ok(g.clone());
         }
+        crate::admin::metrics::entitlement_lookup(false);
         self.ask_central(subject, cached, None, fetch).await
     }
 

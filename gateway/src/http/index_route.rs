@@ -43,9 +43,7 @@ pub async fn index(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
         Err(e) => return fetch_failure(&e),
     };
     let registry_url = format!("{}/", cfg.server.public_url);
-    let body = shared.index.filtered(&upstream, view.snapshot.generation, view.granted(), &registry_url, &|name| {
-        view.visible(name)
-    });
+    let body = shared.index.filtered(&upstream, view.snapshot.clone(), view.granted().cloned(), registry_url).await;
 
     let gzip = accepts_gzip(&req);
     let etag = if gzip { with_suffix(&body.filtered.etag) } else { body.filtered.etag.clone() };
@@ -55,7 +53,7 @@ pub async fn index(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
         HttpResponse::Ok()
             .insert_header((header::CONTENT_ENCODING, "gzip"))
             .insert_header((header::CONTENT_TYPE, "application/json"))
-            .body(body.gzipped())
+            .body(body.gzipped().await)
     } else {
         HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body.filtered.body.clone())
     };

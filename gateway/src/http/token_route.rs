@@ -17,7 +17,7 @@ use crate::http::errors::{self, API_VERSION, API_VERSION_HEADER, Code};
 use crate::http::forward::upstream_failure;
 use crate::http::query;
 use crate::server::shared::{Shared, Upstreams};
-use crate::state::{Mapping, RepoSet};
+use crate::state::Mapping;
 
 /// Lifetime assumed when central names none (as Katello's clients do).
 const DEFAULT_EXPIRES_IN: u64 = 60;
@@ -120,7 +120,14 @@ pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
     };
     let digest = hex::encode(Sha256::digest(token.as_bytes()));
     match &account {
-        Some(login) if expires_at > SystemTime::now() => shared.state.tokens().insert(&digest, login, expires_at),
+        Some(login) if expires_at > SystemTime::now() => {
+            // The store writes its file: keep that off the worker thread.
+            let (store, digest, login) = (Arc::clone(&shared), digest.clone(), login.clone());
+            let stored = web::block(move || store.state.tokens().insert(&digest, &login, expires_at)).await;
+            if stored.is_err() {
+                tracing::error!("could not store a token; it will be validated with central on use");
+            }
+        }
         Some(_) => tracing::debug!("central issued an already expired token; not stored"),
         None => tracing::debug!("token issued without a known account; it will be validated with central on use"),
     }
@@ -147,16 +154,24 @@ async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str,
     };
     shared.entitlements.remember(Subject::Token(Arc::from(digest)), repositories.clone());
     let login: Arc<str> = Arc::from(login);
-    let result = shared.state.replace(|old| {
-        if old.user_mapping(&login).is_some_and(|m| m.repositories == repositories) {
-            return Err(Unchanged);
-        }
-        let mut next = old.clone();
-        next.user_mappings.insert(login.clone(), Mapping { repositories: RepoSet::clone(&repositories), updated_at: SystemTime::now() });
-        Ok(next)
-    });
-    if let Err(crate::state::StoreError::Persist(e)) = result {
-        tracing::error!(error = %e, "cannot persist a user's repositories");
+    let store = Arc::clone(shared);
+    // `replace` rewrites and fsyncs the state file: not on the worker thread.
+    let result = web::block(move || {
+        store.state.replace(|old| {
+            if old.user_mapping(&login).is_some_and(|m| m.repositories == repositories) {
+                return Err(Unchanged);
+            }
+            let mut next = old.clone();
+            next.user_mappings
+                .insert(login.clone(), Mapping { repositories: repositories.clone(), updated_at: SystemTime::now() });
+            Ok(next)
+        })
+    })
+    .await;
+    match result {
+        Ok(Err(crate::state::StoreError::Persist(e))) => tracing::error!(error = %e, "cannot persist a user's repositories"),
+        Err(_) => tracing::error!("could not store a user's repositories"),
+        Ok(_) => {}
     }
 }
 

@@ -279,11 +279,11 @@ impl UpstreamIndex {
                 continue;
             };
             let mut k = image.ok;
-            if k && image.key != NO_KEY {
-                if let Some(s) = seen.get_mut(image.key as usize) {
-                    k = !*s;
-                    *s = true;
-                }
+            if k && image.key != NO_KEY
+                && let Some(s) = seen.get_mut(image.key as usize)
+            {
+                k = !*s;
+                *s = true;
             }
             if let Some(slot) = keep.get_mut(i) {
                 *slot = k;

@@ -296,19 +296,18 @@ impl<'a> Parser<'a> {
     fn entry_image(&mut self, entry: usize) -> R<()> {
         let info = self.image()?;
         let mut key = NO_KEY;
-        if info.ok {
-            if let (Some((flatpak_ref, ref_tok)), Some((arch, arch_tok))) =
+        if info.ok
+            && let (Some((flatpak_ref, ref_tok)), Some((arch, arch_tok))) =
                 (info.labels.flatpak_ref, info.architecture)
-            {
-                let next = u32::try_from(self.keys.len()).unwrap_or(NO_KEY);
-                key = *self.keys.entry((flatpak_ref, arch)).or_insert(next);
-                self.ref_sources.push(RefSource {
-                    entry,
-                    flatpak_ref: ref_tok.raw(),
-                    architecture: arch_tok.raw(),
-                    metadata: info.labels.metadata.map(Tok::raw),
-                });
-            }
+        {
+            let next = u32::try_from(self.keys.len()).unwrap_or(NO_KEY);
+            key = *self.keys.entry((flatpak_ref, arch)).or_insert(next);
+            self.ref_sources.push(RefSource {
+                entry,
+                flatpak_ref: ref_tok.raw(),
+                architecture: arch_tok.raw(),
+                metadata: info.labels.metadata.map(Tok::raw),
+            });
         }
         self.images.push(Image {
             raw: info.span,
@@ -517,7 +516,11 @@ impl<'a> Parser<'a> {
     }
 
     fn literal(&mut self, word: &'static [u8]) -> R<()> {
-        if self.s.get(self.pos..).is_some_and(|rest| rest.starts_with(word)) {
+        if self
+            .s
+            .get(self.pos..)
+            .is_some_and(|rest| rest.starts_with(word))
+        {
             self.pos += word.len();
             Ok(())
         } else {

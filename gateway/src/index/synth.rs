@@ -78,7 +78,7 @@ pub fn index(spec: &Spec) -> Vec<u8> {
             out.push(b',');
         }
         // The repository whose refs this one publishes.
-        let app = if spec.dup_every > 0 && i > 0 && i % spec.dup_every == 0 {
+        let app = if spec.dup_every > 0 && i > 0 && i.is_multiple_of(spec.dup_every) {
             i - 1
         } else {
             i
@@ -91,7 +91,8 @@ pub fn index(spec: &Spec) -> Vec<u8> {
                 out.push(b',');
             }
             image_no += 1;
-            let malformed = spec.malformed_every > 0 && image_no % spec.malformed_every == 0;
+            let malformed =
+                spec.malformed_every > 0 && image_no.is_multiple_of(spec.malformed_every);
             image(&mut out, &mut rng, app, ARCHES[j % ARCHES.len()], malformed);
         }
         out.extend_from_slice(b"]}");
@@ -102,7 +103,7 @@ pub fn index(spec: &Spec) -> Vec<u8> {
 
 fn image(out: &mut Vec<u8>, rng: &mut Rng, app: usize, arch: (&str, &str), malformed: bool) {
     let (oci_arch, flatpak_arch) = arch;
-    let runtime = app % 16 == 0;
+    let runtime = app.is_multiple_of(16);
     let platform = format!("org.example.Platform{}", app / 16 % 8);
     let (id, flatpak_ref, metadata) = if runtime {
         let id = format!("org.example.Platform{app}");
@@ -148,19 +149,52 @@ fn image(out: &mut Vec<u8>, rng: &mut Rng, app: usize, arch: (&str, &str), malfo
     label(out, "org.flatpak.subject", &format!("Export {id}"), false);
     label(out, "org.flatpak.timestamp", "1795387250", false);
     let download = 100_000 + rng.below(50_000_000);
-    label(out, "org.flatpak.download-size", &download.to_string(), false);
-    label(out, "org.flatpak.installed-size", &(download * 3).to_string(), false);
-    label(out, "org.flatpak.commit-metadata.xa.ref", &base64(rng, flatpak_ref.len() + 3), false);
-    label(out, "org.flatpak.commit-metadata.xa.metadata", &base64(rng, metadata.len() + 3), false);
-    label(out, "org.flatpak.commit-metadata.xa.download-size", "AAAAAAAIGRMAdA==", false);
-    label(out, "org.flatpak.commit-metadata.ostree.collection-binding", "AABz", false);
+    label(
+        out,
+        "org.flatpak.download-size",
+        &download.to_string(),
+        false,
+    );
+    label(
+        out,
+        "org.flatpak.installed-size",
+        &(download * 3).to_string(),
+        false,
+    );
+    label(
+        out,
+        "org.flatpak.commit-metadata.xa.ref",
+        &base64(rng, flatpak_ref.len() + 3),
+        false,
+    );
+    label(
+        out,
+        "org.flatpak.commit-metadata.xa.metadata",
+        &base64(rng, metadata.len() + 3),
+        false,
+    );
+    label(
+        out,
+        "org.flatpak.commit-metadata.xa.download-size",
+        "AAAAAAAIGRMAdA==",
+        false,
+    );
+    label(
+        out,
+        "org.flatpak.commit-metadata.ostree.collection-binding",
+        "AABz",
+        false,
+    );
     label(out, "org.freedesktop.appstream.appdata", &appdata, false);
     // The icon pads the labels to 1-3 KB, the spread seen on real indexes
     // once icons are small.
     let target = 1024 + rng.below(2048);
     let so_far = out.len() - labels_start + 64;
     let icon_len = target.saturating_sub(so_far).max(64);
-    let icon = format!("data:image/png;base64,iVBORw0KGgo{}", base64(rng, icon_len * 3 / 4));
+    let icon = format!(
+        "data:image/png;base64,iVBORw0KGgo{}",
+        base64(rng, icon_len * 3 / 4)
+    );
     label(out, "org.freedesktop.appstream.icon-64", &icon, false);
     out.extend_from_slice(b"}}");
 }

@@ -103,9 +103,7 @@ fn pulp_sample_round_trips_byte_for_byte() {
     assert_eq!((out.kept, out.dropped), (2, 0));
     let text = body_str(&out);
     assert!(
-        text.starts_with(
-            r#"{"Registry":"https://gw.example.com/pulpcore_registry/","Results":["#
-        ),
+        text.starts_with(r#"{"Registry":"https://gw.example.com/pulpcore_registry/","Results":["#),
         "{text}"
     );
     assert_eq!(raw_results(text), raw_results(PULP_SAMPLE));
@@ -155,10 +153,7 @@ fn nothing_visible_gives_an_empty_results_array() {
     assert_eq!(body_str(&out), r#"{"Registry":"https://gw/","Results":[]}"#);
     assert_eq!((out.kept, out.dropped), (0, 2));
 
-    for body in [
-        r#"{"Registry":"x","Results":null}"#,
-        r#"{"Results":[]}"#,
-    ] {
+    for body in [r#"{"Registry":"x","Results":null}"#, r#"{"Results":[]}"#] {
         let index = parse(body);
         assert!(index.is_empty());
         let out = index.filter("https://gw/", &all);
@@ -246,7 +241,7 @@ fn malformed_images_are_removed_and_the_entry_rebuilt_from_raw_slices() {
 fn well_formed_optional_members_keep_an_entry_verbatim() {
     let img = r#"{"Digest":"sha256:1","MediaType":"m","OS":"linux","Architecture":"amd64","Labels":null,"Annotations":{"a":"b"},"Tags":null,"Extra":[{"deep":true}]}"#;
     let e = format!(r#"{{ "Name": "r", "Images": [ {img} ], "Lists": null }}"#);
-    let out = parse(&index_of(&[e.clone()])).filter("https://gw/", &all);
+    let out = parse(&index_of(std::slice::from_ref(&e))).filter("https://gw/", &all);
     assert_eq!(raw_results(body_str(&out)), [e.as_str()]);
 }
 
@@ -296,7 +291,9 @@ fn lists_are_kept_when_well_formed_and_omitted_otherwise() {
     ];
     let mut entries = vec![ok];
     for (i, lists) in bad.iter().enumerate() {
-        entries.push(format!(r#"{{"Name":"bad{i}","Lists":{lists},"Images":[{img}]}}"#));
+        entries.push(format!(
+            r#"{{"Name":"bad{i}","Lists":{lists},"Images":[{img}]}}"#
+        ));
     }
     let out = parse(&index_of(&entries)).filter("https://gw/", &all);
     let got = raw_results(body_str(&out));
@@ -352,7 +349,10 @@ fn duplicate_refs_first_visible_entry_wins() {
     let out = index.filter("https://gw/", &all);
     assert_eq!(
         raw_results(body_str(&out)),
-        [a.as_str(), entry("b", &[b_img2.clone()]).as_str()]
+        [
+            a.as_str(),
+            entry("b", std::slice::from_ref(&b_img2)).as_str()
+        ]
     );
     assert_eq!((out.kept, out.dropped), (2, 1));
 
@@ -371,11 +371,20 @@ fn dedupe_key_is_ref_and_architecture_and_ignores_unlabelled_images() {
         entry("arm", &[image("2", r, "arm64")]),
         entry("plain1", &[image("3", None, "amd64")]),
         entry("plain2", &[image("3", None, "amd64")]),
-        entry("twice", &[image("4", Some("x"), "amd64"), image("5", Some("x"), "amd64")]),
+        entry(
+            "twice",
+            &[
+                image("4", Some("x"), "amd64"),
+                image("5", Some("x"), "amd64"),
+            ],
+        ),
     ];
     let out = parse(&index_of(&entries)).filter("https://gw/", &all);
     let got = raw_results(body_str(&out));
-    assert_eq!(got[..4], entries[..4].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        got[..4],
+        entries[..4].iter().map(String::as_str).collect::<Vec<_>>()
+    );
     assert_eq!(got[4], entry("twice", &[image("4", Some("x"), "amd64")]));
 }
 
@@ -393,22 +402,49 @@ fn malformed_images_do_not_claim_a_ref() {
 
 #[test]
 fn bodies_that_are_not_an_index_are_errors() {
-    assert!(matches!(parse_err(br#"{"Registry":"x"}"#), IndexError::MissingResults));
-    assert!(matches!(parse_err(br#"{"Results":{}}"#), IndexError::ResultsNotArray));
-    assert!(matches!(parse_err(br#"{"Results":"x"}"#), IndexError::ResultsNotArray));
+    assert!(matches!(
+        parse_err(br#"{"Registry":"x"}"#),
+        IndexError::MissingResults
+    ));
+    assert!(matches!(
+        parse_err(br#"{"Results":{}}"#),
+        IndexError::ResultsNotArray
+    ));
+    assert!(matches!(
+        parse_err(br#"{"Results":"x"}"#),
+        IndexError::ResultsNotArray
+    ));
     assert!(matches!(
         parse_err(br#"{"Results":[],"Results":[]}"#),
         IndexError::DuplicateResults
     ));
     assert!(matches!(parse_err(b"[]"), IndexError::NotAnObject));
     assert!(matches!(parse_err(b"  42"), IndexError::NotAnObject));
-    assert!(matches!(parse_err(b"<html>502</html>"), IndexError::Json { .. }));
+    assert!(matches!(
+        parse_err(b"<html>502</html>"),
+        IndexError::Json { .. }
+    ));
     assert!(matches!(parse_err(b""), IndexError::Json { .. }));
-    assert!(matches!(parse_err(br#"{"Results":[]"#), IndexError::Json { .. }));
-    assert!(matches!(parse_err(br#"{"Results":[]} x"#), IndexError::Json { .. }));
-    assert!(matches!(parse_err(br#"{"Results":[]}{}"#), IndexError::Json { .. }));
-    assert!(matches!(parse_err(br#"{"Results":[1,]}"#), IndexError::Json { .. }));
-    assert!(matches!(parse_err(b"{\"Results\":[\"\xff\"]}"), IndexError::NotUtf8(_)));
+    assert!(matches!(
+        parse_err(br#"{"Results":[]"#),
+        IndexError::Json { .. }
+    ));
+    assert!(matches!(
+        parse_err(br#"{"Results":[]} x"#),
+        IndexError::Json { .. }
+    ));
+    assert!(matches!(
+        parse_err(br#"{"Results":[]}{}"#),
+        IndexError::Json { .. }
+    ));
+    assert!(matches!(
+        parse_err(br#"{"Results":[1,]}"#),
+        IndexError::Json { .. }
+    ));
+    assert!(matches!(
+        parse_err(b"{\"Results\":[\"\xff\"]}"),
+        IndexError::NotUtf8(_)
+    ));
     // The message names the problem.
     assert_eq!(
         parse_err(br#"{"Registry":"x"}"#).to_string(),
@@ -431,10 +467,12 @@ fn deep_nesting_is_an_error_or_a_dropped_entry_never_a_panic() {
     // Unclosed, at several places.
     assert!(UpstreamIndex::parse(Bytes::from(open.clone())).is_err());
     assert!(UpstreamIndex::parse(Bytes::from(format!(r#"{{"Results":{open}"#))).is_err());
-    assert!(UpstreamIndex::parse(Bytes::from(format!(
-        r#"{{"Results":[{{"Name":"a","Images":[{{"Labels":{{"x":{open}"#
-    )))
-    .is_err());
+    assert!(
+        UpstreamIndex::parse(Bytes::from(format!(
+            r#"{{"Results":[{{"Name":"a","Images":[{{"Labels":{{"x":{open}"#
+        )))
+        .is_err()
+    );
 
     // Closed: the deep value is skipped without recursion, the entry dropped.
     let index = parse(&format!(r#"{{"Results":[{open}{close}]}}"#));
@@ -528,13 +566,23 @@ fn synth_index_is_realistic() {
     );
     assert_eq!(index.refs().count(), 40);
     for raw in raw_results(text) {
-        assert!((1_000..3_700).contains(&raw.len()), "entry of {} bytes", raw.len());
+        assert!(
+            (1_000..3_700).contains(&raw.len()),
+            "entry of {} bytes",
+            raw.len()
+        );
     }
     // Every entry is well-formed and distinct, so it is served verbatim.
     let out = index.filter("http://pulp.example.com:24816", &all);
-    assert_eq!(body_str(&out).replacen("24816/", "24816", 1).as_bytes(), &body[..]);
+    assert_eq!(
+        body_str(&out).replacen("24816/", "24816", 1).as_bytes(),
+        &body[..]
+    );
     let app = index.refs().nth(1).expect("an app").1;
-    assert_eq!(app.runtime.as_deref(), Some("org.example.Platform0/x86_64/23.08"));
+    assert_eq!(
+        app.runtime.as_deref(),
+        Some("org.example.Platform0/x86_64/23.08")
+    );
 }
 
 /// Independent model of the filter: what the client should see, by value.
@@ -545,7 +593,9 @@ fn model(upstream: &Value, visible: &dyn Fn(&str) -> bool) -> Vec<(String, Vec<V
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for e in upstream["Results"].as_array().expect("Results") {
-        let Some(name) = e["Name"].as_str() else { continue };
+        let Some(name) = e["Name"].as_str() else {
+            continue;
+        };
         if !visible(name) {
             continue;
         }
@@ -553,7 +603,9 @@ fn model(upstream: &Value, visible: &dyn Fn(&str) -> bool) -> Vec<(String, Vec<V
         let kept: Vec<Value> = images
             .iter()
             .filter(|i| {
-                let ok = i["Digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))
+                let ok = i["Digest"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("sha256:"))
                     && is_str(&i["MediaType"])
                     && is_str(&i["OS"])
                     && is_str(&i["Architecture"]);
@@ -640,23 +692,94 @@ fn assert_agrees(doc: &str) {
 #[test]
 fn json_grammar_agrees_with_serde_json() {
     let values = [
-        "0", "-0", "1", "-1", "10", "01", "-01", "1.5", "1.", ".5", "-", "+1", "1e5", "1E+5",
-        "1e-5", "1e", "1e+", "1.5e3", "0.0e0", "1.e3", "00", "-a", "1x", "123456789012345678901234567890",
-        "1e999", "true", "false", "null", "tru", "nul", "nulll", "True", "NaN", "Infinity",
-        r#""""#, r#""a""#, r#""a"#, r#""\n\t\r\b\f\/\\\"""#, r#""\x""#, r#""\u00e9""#,
-        r#""\u00G0""#, r#""\u12""#, r#""\ud800""#, r#""\udc00\ud800""#, "\"tab\there\"",
-        "\"nl\nhere\"", "\"del\u{7f}ok\"", "\"ü ✓ \u{2028}\"", "[]", "[ ]", "[1,]", "[,1]", "[1 2]",
-        "[1,,2]", "{}", "{ }", r#"{"a":1}"#, r#"{"a" 1}"#, r#"{"a":}"#, r#"{"a":1,}"#, "{,}",
-        "{1:2}", r#"{"a":1 "b":2}"#, r#"{"a":[1,{"b":[]}]}"#, r#"{"a":[1,{"b":[]]}"#, "[[[]]]",
-        "[[[]]", "[]]", "\u{c}1", "1\u{c}", " \t\r\n1 \t\r\n", "", " ", "{", "}", "[", "]",
-        r#"{"a":1}}"#, "'a'",
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "10",
+        "01",
+        "-01",
+        "1.5",
+        "1.",
+        ".5",
+        "-",
+        "+1",
+        "1e5",
+        "1E+5",
+        "1e-5",
+        "1e",
+        "1e+",
+        "1.5e3",
+        "0.0e0",
+        "1.e3",
+        "00",
+        "-a",
+        "1x",
+        "123456789012345678901234567890",
+        "1e999",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "nul",
+        "nulll",
+        "True",
+        "NaN",
+        "Infinity",
+        r#""""#,
+        r#""a""#,
+        r#""a"#,
+        r#""\n\t\r\b\f\/\\\"""#,
+        r#""\x""#,
+        r#""\u00e9""#,
+        r#""\u00G0""#,
+        r#""\u12""#,
+        r#""\ud800""#,
+        r#""\udc00\ud800""#,
+        "\"tab\there\"",
+        "\"nl\nhere\"",
+        "\"del\u{7f}ok\"",
+        "\"ü ✓ \u{2028}\"",
+        "[]",
+        "[ ]",
+        "[1,]",
+        "[,1]",
+        "[1 2]",
+        "[1,,2]",
+        "{}",
+        "{ }",
+        r#"{"a":1}"#,
+        r#"{"a" 1}"#,
+        r#"{"a":}"#,
+        r#"{"a":1,}"#,
+        "{,}",
+        "{1:2}",
+        r#"{"a":1 "b":2}"#,
+        r#"{"a":[1,{"b":[]}]}"#,
+        r#"{"a":[1,{"b":[]]}"#,
+        "[[[]]]",
+        "[[[]]",
+        "[]]",
+        "\u{c}1",
+        "1\u{c}",
+        " \t\r\n1 \t\r\n",
+        "",
+        " ",
+        "{",
+        "}",
+        "[",
+        "]",
+        r#"{"a":1}}"#,
+        "'a'",
     ];
     for v in values {
         assert_agrees(v);
         assert_agrees(&format!(r#"{{"x":{v},"Results":[]}}"#));
         assert_agrees(&format!(r#"{{"Results":[{v}]}}"#));
         assert_agrees(&format!(r#"{{"Results":[{{"Name":{v},"Images":[]}}]}}"#));
-        assert_agrees(&format!(r#"{{"Results":[{{"Name":"a","Images":[{v}],"Lists":{v}}}]}}"#));
+        assert_agrees(&format!(
+            r#"{{"Results":[{{"Name":"a","Images":[{v}],"Lists":{v}}}]}}"#
+        ));
         assert_agrees(&format!(
             r#"{{"Results":[{{"Name":"a","Images":[{{"Digest":{v},"Tags":{v},"Labels":{{"k":{v},"org.flatpak.ref":{v}}},"Annotations":{v}}}]}}]}}"#
         ));
@@ -694,4 +817,25 @@ fn mutated_indexes_agree_with_serde_json() {
             }
         }
     }
+}
+
+#[test]
+fn index_and_output_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<UpstreamIndex>();
+    shared::<Filtered>();
+    shared::<IndexError>();
+}
+
+#[test]
+fn huge_values_are_skipped() {
+    let icon = "A".repeat(8 << 20);
+    let number = "9".repeat(1 << 20);
+    let body = format!(
+        r#"{{"Big":{number},"Results":[{{"Name":"a","Images":[{{"Digest":"sha256:1","MediaType":"m","OS":"linux","Architecture":"amd64","Labels":{{"icon":"{icon}","org.flatpak.ref":"app/a/x86_64/stable"}}}}]}}]}}"#
+    );
+    let index = parse(&body);
+    let out = index.filter("https://gw/", &all);
+    assert_eq!(out.kept, 1);
+    assert_eq!(raw_results(body_str(&out)), raw_results(&body));
 }

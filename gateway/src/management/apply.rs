@@ -22,7 +22,12 @@ fn reuse(set: &HashSet<Arc<str>>, key: &str) -> Arc<str> {
 
 fn mapping(snapshot: &Snapshot, repositories: &[String], now: SystemTime) -> Mapping {
     Mapping {
-        repositories: RepoSet::from_arcs(repositories.iter().map(|r| snapshot.intern_repository(r)).collect()),
+        repositories: RepoSet::from_arcs(
+            repositories
+                .iter()
+                .map(|r| snapshot.intern_repository(r))
+                .collect(),
+        ),
         updated_at: now,
     }
 }
@@ -36,15 +41,26 @@ pub fn repository_list(old: &Snapshot, push: &RepositoryList) -> Snapshot {
         let slot = repositories.entry(key).or_insert(*auth_required);
         *slot |= *auth_required;
     }
-    Snapshot { repositories, ..old.clone() }
+    Snapshot {
+        repositories,
+        ..old.clone()
+    }
 }
 
 /// Replace the set of known hosts; mappings of hosts no longer known go.
 pub fn update_hosts(old: &Snapshot, push: &HostList) -> Snapshot {
     let hosts: HashSet<Arc<str>> = push.uuids.iter().map(|u| reuse(&old.hosts, u)).collect();
-    let host_mappings =
-        old.host_mappings.iter().filter(|(k, _)| hosts.contains(&***k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    Snapshot { hosts, host_mappings, ..old.clone() }
+    let host_mappings = old
+        .host_mappings
+        .iter()
+        .filter(|(k, _)| hosts.contains(&***k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Snapshot {
+        hosts,
+        host_mappings,
+        ..old.clone()
+    }
 }
 
 /// Replace every host mapping. A host Katello maps but did not list in
@@ -58,7 +74,11 @@ pub fn host_repository_mapping(old: &Snapshot, push: &MappingList, now: SystemTi
         hosts.insert(key.clone());
         host_mappings.insert(key, mapping(old, repositories, now));
     }
-    Snapshot { hosts, host_mappings, ..old.clone() }
+    Snapshot {
+        hosts,
+        host_mappings,
+        ..old.clone()
+    }
 }
 
 /// Replace the mappings of the listed hosts only, adding them to the known
@@ -68,7 +88,8 @@ pub fn update_host_repositories(old: &Snapshot, push: &MappingList, now: SystemT
     for (uuid, repositories) in &push.mappings {
         let key = reuse(&old.hosts, uuid);
         next.hosts.insert(key.clone());
-        next.host_mappings.insert(key, mapping(old, repositories, now));
+        next.host_mappings
+            .insert(key, mapping(old, repositories, now));
     }
     next
 }
@@ -76,7 +97,13 @@ pub fn update_host_repositories(old: &Snapshot, push: &MappingList, now: SystemT
 /// Replace every user mapping; a login pushed with no repositories maps to
 /// none (it is kept, so we know it was pushed).
 pub fn user_repository_mapping(old: &Snapshot, push: &MappingList, now: SystemTime) -> Snapshot {
-    let user_mappings =
-        push.mappings.iter().map(|(login, repos)| (Arc::from(login.as_str()), mapping(old, repos, now))).collect();
-    Snapshot { user_mappings, ..old.clone() }
+    let user_mappings = push
+        .mappings
+        .iter()
+        .map(|(login, repos)| (Arc::from(login.as_str()), mapping(old, repos, now)))
+        .collect();
+    Snapshot {
+        user_mappings,
+        ..old.clone()
+    }
 }

@@ -105,45 +105,88 @@ impl From<PayloadError> for PushError {
 /// Decode a body into Rack's parameter model.
 pub fn decode(format: BodyFormat, body: &[u8]) -> Result<Object, PushError> {
     match format {
-        BodyFormat::Form => {
-            rack::parse_nested_query(body, Limits::default()).map_err(|e| PushError::BadRequest(e.to_string()))
-        }
+        BodyFormat::Form => rack::parse_nested_query(body, Limits::default())
+            .map_err(|e| PushError::BadRequest(e.to_string())),
         BodyFormat::Json => match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(o)) => Ok(o),
-            Ok(_) => Err(PushError::BadRequest("a JSON body must be an object".into())),
+            Ok(_) => Err(PushError::BadRequest(
+                "a JSON body must be an object".into(),
+            )),
             Err(e) => Err(PushError::BadRequest(format!("invalid JSON: {e}"))),
         },
     }
 }
 
 /// Check a decoded push and apply it to `store` in one swap.
-pub fn apply_push(store: &StateStore, route: Route, params: &Object, now: SystemTime) -> Result<Summary, PushError> {
+pub fn apply_push(
+    store: &StateStore,
+    route: Route,
+    params: &Object,
+    now: SystemTime,
+) -> Result<Summary, PushError> {
     let (mut summary, result) = match route {
         Route::RepositoryList => {
             let push = payload::repository_list(params)?;
             let public = push.repositories.iter().filter(|(_, auth)| !auth).count();
-            let s = Summary { entries: push.repositories.len(), detail: public, skipped: push.skipped, generation: 0 };
-            (s, store.replace(|old| Ok::<_, PushError>(apply::repository_list(old, &push))))
+            let s = Summary {
+                entries: push.repositories.len(),
+                detail: public,
+                skipped: push.skipped,
+                generation: 0,
+            };
+            (
+                s,
+                store.replace(|old| Ok::<_, PushError>(apply::repository_list(old, &push))),
+            )
         }
         Route::UpdateHosts => {
             let push = payload::host_list(params)?;
-            let s = Summary { entries: push.uuids.len(), detail: 0, skipped: push.skipped, generation: 0 };
+            let s = Summary {
+                entries: push.uuids.len(),
+                detail: 0,
+                skipped: push.skipped,
+                generation: 0,
+            };
             (s, store.replace(|old| Ok(apply::update_hosts(old, &push))))
         }
         Route::HostRepositoryMapping => {
             let push = payload::mapping_list(params, "hosts", WhenNil::Empty)?;
-            let s = Summary { entries: push.mappings.len(), detail: push.granted(), skipped: push.skipped, generation: 0 };
-            (s, store.replace(|old| Ok(apply::host_repository_mapping(old, &push, now))))
+            let s = Summary {
+                entries: push.mappings.len(),
+                detail: push.granted(),
+                skipped: push.skipped,
+                generation: 0,
+            };
+            (
+                s,
+                store.replace(|old| Ok(apply::host_repository_mapping(old, &push, now))),
+            )
         }
         Route::UpdateHostRepositories => {
             let push = payload::mapping_list(params, "hosts", WhenNil::Reject)?;
-            let s = Summary { entries: push.mappings.len(), detail: push.granted(), skipped: push.skipped, generation: 0 };
-            (s, store.replace(|old| Ok(apply::update_host_repositories(old, &push, now))))
+            let s = Summary {
+                entries: push.mappings.len(),
+                detail: push.granted(),
+                skipped: push.skipped,
+                generation: 0,
+            };
+            (
+                s,
+                store.replace(|old| Ok(apply::update_host_repositories(old, &push, now))),
+            )
         }
         Route::UserRepositoryMapping => {
             let push = payload::mapping_list(params, "users", WhenNil::Empty)?;
-            let s = Summary { entries: push.mappings.len(), detail: push.granted(), skipped: push.skipped, generation: 0 };
-            (s, store.replace(|old| Ok(apply::user_repository_mapping(old, &push, now))))
+            let s = Summary {
+                entries: push.mappings.len(),
+                detail: push.granted(),
+                skipped: push.skipped,
+                generation: 0,
+            };
+            (
+                s,
+                store.replace(|old| Ok(apply::user_repository_mapping(old, &push, now))),
+            )
         }
     };
     match result {
@@ -161,9 +204,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     for route in Route::ALL {
         cfg.service(
             web::resource(paths(route.name()))
-                .route(web::put().to(move |req: HttpRequest, body: web::Payload, shared: web::Data<Shared>| {
-                    push(route, req, body, shared)
-                }))
+                .route(web::put().to(
+                    move |req: HttpRequest, body: web::Payload, shared: web::Data<Shared>| {
+                        push(route, req, body, shared)
+                    },
+                ))
                 .default_service(web::to(|| async { method_not_allowed("PUT") })),
         );
     }
@@ -194,29 +239,43 @@ async fn authorize(req: &HttpRequest, shared: &Arc<Shared>) -> Result<Arc<str>, 
         Some(cn) if cn_allowed(&shared.config.allowed_cns, &cn) => Ok(cn),
         Some(cn) => {
             warn!(cn = %cn, path = req.path(), "management call from a certificate CN not in management.allowed_cns");
-            Err(error(StatusCode::FORBIDDEN, "DENIED", "this client certificate may not manage the gateway"))
+            Err(error(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                "this client certificate may not manage the gateway",
+            ))
         }
         None => {
             warn!(peer = ?req.peer_addr(), path = req.path(), "management call without a valid TLS client certificate");
-            Err(error(StatusCode::FORBIDDEN, "DENIED", "a valid TLS client certificate is required"))
+            Err(error(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                "a valid TLS client certificate is required",
+            ))
         }
     }
 }
 
-async fn push(route: Route, req: HttpRequest, body: web::Payload, shared: web::Data<Shared>) -> HttpResponse {
+async fn push(
+    route: Route,
+    req: HttpRequest,
+    body: web::Payload,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
     let shared = shared.into_inner();
     let caller = match authorize(&req, &shared).await {
         Ok(cn) => cn,
-        Err(response) => return response,
+        Err(response) => return after_draining(body, response).await,
     };
     let format = match body_format(&req) {
         Some(f) => f,
         None => {
-            return error(
+            let response = error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UNSUPPORTED",
                 "send application/x-www-form-urlencoded or application/json",
             );
+            return after_draining(body, response).await;
         }
     };
     let body = match read_body(&req, body, MAX_BODY).await {
@@ -268,7 +327,9 @@ async fn users(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     if let Err(response) = authorize(&req, &shared).await {
         return response;
     }
-    let body = Users { users: shared.state.tokens().users() };
+    let body = Users {
+        users: shared.state.tokens().users(),
+    };
     HttpResponse::Ok().json(body)
 }
 
@@ -284,7 +345,11 @@ fn body_format(req: &HttpRequest) -> Option<BodyFormat> {
     }
 }
 
-async fn read_body(req: &HttpRequest, mut body: web::Payload, limit: usize) -> Result<Vec<u8>, HttpResponse> {
+async fn read_body(
+    req: &HttpRequest,
+    mut body: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, HttpResponse> {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -302,7 +367,13 @@ async fn read_body(req: &HttpRequest, mut body: web::Payload, limit: usize) -> R
     }
     let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("cannot read the body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("cannot read the body: {e}"),
+            )
+        })?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -311,9 +382,33 @@ async fn read_body(req: &HttpRequest, mut body: web::Payload, limit: usize) -> R
     Ok(buf)
 }
 
+/// Read and discard a small body before answering without it: over HTTP/2
+/// an answer while the client is still sending resets the stream, and
+/// clients such as curl then report a transport error instead of the answer.
+/// Large or slow bodies are not waited for.
+async fn after_draining(mut body: web::Payload, response: HttpResponse) -> HttpResponse {
+    const LIMIT: usize = 64 << 10;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len();
+            if seen > LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+    response
+}
+
 fn method_not_allowed(allow: &'static str) -> HttpResponse {
-    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", &format!("this route only answers {allow}"));
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+        &format!("this route only answers {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -329,9 +424,12 @@ fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     struct Body<'a> {
         errors: [Item<'a>; 1],
     }
-    HttpResponse::build(status).insert_header((API_VERSION_HEADER, API_VERSION)).json(Body { errors: [Item { code, message }] })
+    HttpResponse::build(status)
+        .insert_header((API_VERSION_HEADER, API_VERSION))
+        .json(Body {
+            errors: [Item { code, message }],
+        })
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -2,9 +2,10 @@
 //!
 //! Shapes are checked in full before anything changes; a wrong shape is an
 //! error naming the parameter. Nil and blank values are not errors: Katello's
-//! encoding produces them for hosts without a UUID (#38862), hosts and users
-//! without repositories (#38728, and the 500 on a user with none), and empty
-//! lists (#32745), so they are skipped or read as "none".
+//! encoding produces them for hosts without a UUID, hosts and users without
+//! repositories, and empty lists (each of which broke the Ruby gateway, see
+//! Foreman Redmine 38862, 38728 and 32745), so they are skipped or read as
+//! "none".
 
 use std::collections::HashMap;
 use std::fmt;
@@ -68,7 +69,10 @@ fn top<'a>(params: &'a Object, key: &str) -> Result<Option<&'a [Value]>, Payload
         ))),
         Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => Ok(Some(items)),
-        Some(other) => Err(bad(format!("`{key}` must be a list, got {}", describe(other)))),
+        Some(other) => Err(bad(format!(
+            "`{key}` must be a list, got {}",
+            describe(other)
+        ))),
     }
 }
 
@@ -87,7 +91,10 @@ fn present(v: Option<&Value>, what: &str) -> Result<Option<String>, PayloadError
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(bad(format!("{what} must be a string, got {}", describe(other)))),
+        Some(other) => Err(bad(format!(
+            "{what} must be a string, got {}",
+            describe(other)
+        ))),
     }
 }
 
@@ -98,8 +105,14 @@ fn boolean(v: Option<&Value>, default: bool, what: &str) -> Result<bool, Payload
         None | Some(Value::Null) => Ok(default),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-        Some(Value::String(s)) => Err(bad(format!("{what} must be true or false, got \"{}\"", shorten(s)))),
-        Some(other) => Err(bad(format!("{what} must be true or false, got {}", describe(other)))),
+        Some(Value::String(s)) => Err(bad(format!(
+            "{what} must be true or false, got \"{}\"",
+            shorten(s)
+        ))),
+        Some(other) => Err(bad(format!(
+            "{what} must be true or false, got {}",
+            describe(other)
+        ))),
     }
 }
 
@@ -109,7 +122,9 @@ fn boolean(v: Option<&Value>, default: bool, what: &str) -> Result<bool, Payload
 /// become public.
 pub fn repository_list(params: &Object) -> Result<RepositoryList, PayloadError> {
     let mut out = RepositoryList::default();
-    let Some(items) = top(params, "repositories")? else { return Ok(out) };
+    let Some(items) = top(params, "repositories")? else {
+        return Ok(out);
+    };
     out.repositories.reserve(items.len());
     for (i, item) in items.iter().enumerate() {
         let entry = match item {
@@ -128,9 +143,15 @@ pub fn repository_list(params: &Object) -> Result<RepositoryList, PayloadError> 
         if !entry.contains_key("repository") {
             return Err(bad(format!("`repositories[{i}]` has no `repository`")));
         }
-        let auth_required =
-            boolean(entry.get("auth_required"), true, &format!("`repositories[{i}][auth_required]`"))?;
-        match present(entry.get("repository"), &format!("`repositories[{i}][repository]`"))? {
+        let auth_required = boolean(
+            entry.get("auth_required"),
+            true,
+            &format!("`repositories[{i}][auth_required]`"),
+        )?;
+        match present(
+            entry.get("repository"),
+            &format!("`repositories[{i}][repository]`"),
+        )? {
             Some(name) => out.repositories.push((name, auth_required)),
             None => out.skipped += 1,
         }
@@ -141,7 +162,9 @@ pub fn repository_list(params: &Object) -> Result<RepositoryList, PayloadError> 
 /// `hosts: [{uuid}]`; nil is the empty list; nil and blank UUIDs are skipped.
 pub fn host_list(params: &Object) -> Result<HostList, PayloadError> {
     let mut out = HostList::default();
-    let Some(items) = top(params, "hosts")? else { return Ok(out) };
+    let Some(items) = top(params, "hosts")? else {
+        return Ok(out);
+    };
     out.uuids.reserve(items.len());
     for (i, item) in items.iter().enumerate() {
         let host = match item {
@@ -150,7 +173,12 @@ pub fn host_list(params: &Object) -> Result<HostList, PayloadError> {
                 continue;
             }
             Value::Object(o) => o,
-            other => return Err(bad(format!("`hosts[{i}]` must be a hash with `uuid`, got {}", describe(other)))),
+            other => {
+                return Err(bad(format!(
+                    "`hosts[{i}]` must be a hash with `uuid`, got {}",
+                    describe(other)
+                )));
+            }
         };
         if !host.contains_key("uuid") {
             return Err(bad(format!("`hosts[{i}]` has no `uuid`")));
@@ -183,12 +211,20 @@ pub enum WhenNil {
 /// A nil or blank UUID reaches us as Rack leaves `hosts[][][][repository]=x`:
 /// plain `repository` / `auth_required` strings beside the real keys. Those
 /// are skipped; any other key must hold a list or nil.
-pub fn mapping_list(params: &Object, key: &str, when_nil: WhenNil) -> Result<MappingList, PayloadError> {
+pub fn mapping_list(
+    params: &Object,
+    key: &str,
+    when_nil: WhenNil,
+) -> Result<MappingList, PayloadError> {
     let mut out = MappingList::default();
     let items = match top(params, key)? {
         Some(items) => items,
         None if when_nil == WhenNil::Empty => return Ok(out),
-        None => return Err(bad(format!("`{key}` is required and must list at least one entry; it was empty"))),
+        None => {
+            return Err(bad(format!(
+                "`{key}` is required and must list at least one entry; it was empty"
+            )));
+        }
     };
     let mut position: HashMap<String, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
@@ -260,7 +296,11 @@ fn granted(entries: &[Value], key: &str, name: &str) -> Result<Vec<String>, Payl
         if !e.contains_key("repository") {
             return Err(bad(format!("{} has no `repository`", what())));
         }
-        let auth_required = boolean(e.get("auth_required"), true, &format!("{}[auth_required]", what()))?;
+        let auth_required = boolean(
+            e.get("auth_required"),
+            true,
+            &format!("{}[auth_required]", what()),
+        )?;
         if let Some(repo) = present(e.get("repository"), &format!("{}[repository]", what()))?
             && auth_required
         {
@@ -269,4 +309,3 @@ fn granted(entries: &[Value], key: &str, name: &str) -> Result<Vec<String>, Payl
     }
     Ok(out)
 }
-

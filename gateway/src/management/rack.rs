@@ -72,7 +72,9 @@ impl Object {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.position(key).and_then(|i| self.entries.get(i)).map(|(_, v)| v)
+        self.position(key)
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, v)| v)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -95,7 +97,13 @@ impl Object {
                 if let Some(index) = &mut self.index {
                     index.insert(key.to_owned(), i);
                 } else if self.entries.len() > INDEX_FROM {
-                    self.index = Some(self.entries.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect());
+                    self.index = Some(
+                        self.entries
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (k, _))| (k.clone(), i))
+                            .collect(),
+                    );
                 }
                 i
             }
@@ -129,7 +137,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // 10,000 hosts with 50 repositories each is 1,000,000 parameters.
-        Limits { max_depth: 32, max_params: 4_000_000 }
+        Limits {
+            max_depth: 32,
+            max_params: 4_000_000,
+        }
     }
 }
 
@@ -137,19 +148,40 @@ impl Default for Limits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RackError {
     /// The same name used as two different kinds of value.
-    Type { expected: &'static str, got: &'static str, param: String },
-    TooDeep { param: String, limit: usize },
-    TooManyParams { limit: usize },
+    Type {
+        expected: &'static str,
+        got: &'static str,
+        param: String,
+    },
+    TooDeep {
+        param: String,
+        limit: usize,
+    },
+    TooManyParams {
+        limit: usize,
+    },
 }
 
 impl fmt::Display for RackError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RackError::Type { expected, got, param } => {
-                write!(f, "expected {expected} (got {got}) for param `{}'", shorten(param))
+            RackError::Type {
+                expected,
+                got,
+                param,
+            } => {
+                write!(
+                    f,
+                    "expected {expected} (got {got}) for param `{}'",
+                    shorten(param)
+                )
             }
             RackError::TooDeep { param, limit } => {
-                write!(f, "param `{}' is nested deeper than {limit} levels", shorten(param))
+                write!(
+                    f,
+                    "param `{}' is nested deeper than {limit} levels",
+                    shorten(param)
+                )
             }
             RackError::TooManyParams { limit } => write!(f, "more than {limit} parameters"),
         }
@@ -186,11 +218,19 @@ pub fn parse_nested_query(body: &[u8], limits: Limits) -> Result<Object, RackErr
         }
         count += 1;
         if count > limits.max_params {
-            return Err(RackError::TooManyParams { limit: limits.max_params });
+            return Err(RackError::TooManyParams {
+                limit: limits.max_params,
+            });
         }
         let bare = !piece.contains(&b'=');
-        let Some((name, value)) = form_urlencoded::parse(piece).next() else { continue };
-        let value = if bare { Value::Null } else { Value::String(value.into_owned()) };
+        let Some((name, value)) = form_urlencoded::parse(piece).next() else {
+            continue;
+        };
+        let value = if bare {
+            Value::Null
+        } else {
+            Value::String(value.into_owned())
+        };
         normalize(&mut params, &name, value, 0, limits.max_depth)?;
     }
     Ok(params)
@@ -256,12 +296,25 @@ fn slot_or<'a>(params: &'a mut Object, k: &str, empty: fn() -> Value) -> &'a mut
     }
 }
 
-fn normalize(params: &mut Object, name: &str, v: Value, depth: usize, max_depth: usize) -> Result<Normalized, RackError> {
+fn normalize(
+    params: &mut Object,
+    name: &str,
+    v: Value,
+    depth: usize,
+    max_depth: usize,
+) -> Result<Normalized, RackError> {
     if depth >= max_depth {
-        return Err(RackError::TooDeep { param: name.to_owned(), limit: max_depth });
+        return Err(RackError::TooDeep {
+            param: name.to_owned(),
+            limit: max_depth,
+        });
     }
     let Some((k, after)) = split_name(name) else {
-        return Ok(if name == "[]" && v != Value::Null { Normalized::Single(v) } else { Normalized::Nil });
+        return Ok(if name == "[]" && v != Value::Null {
+            Normalized::Single(v)
+        } else {
+            Normalized::Nil
+        });
     };
 
     if after.is_empty() {
@@ -311,7 +364,11 @@ fn normalize(params: &mut Object, name: &str, v: Value, depth: usize, max_depth:
 }
 
 fn type_error(expected: &'static str, got: &Value, param: &str) -> RackError {
-    RackError::Type { expected, got: got.kind(), param: param.to_owned() }
+    RackError::Type {
+        expected,
+        got: got.kind(),
+        param: param.to_owned(),
+    }
 }
 
 // JSON bodies decode into the same model. Object keys keep document order;

@@ -18,6 +18,7 @@ pub async fn log(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<Se
     let template = res.request().extensions().get::<RouteTemplate>().map(|t| t.0.to_owned());
     let route = template.or_else(|| res.request().match_pattern()).unwrap_or_else(|| "-".to_owned());
     let status = res.status().as_u16();
+    crate::admin::metrics::request(&route, status, started.elapsed());
     let (kind, id) = match res.request().extensions().get::<Identity>() {
         Some(identity) => (identity.kind(), identity.id().to_owned()),
         None => ("-", String::new()),

@@ -73,6 +73,7 @@ fn gather(req: &HttpRequest, shared: &Shared, allow_forwarded: bool) -> Result<O
 async fn run_chain(shared: &Arc<Shared>, facts: OwnedFacts) -> Result<Resolved, AuthFailure> {
     let chain = shared.chain.clone();
     let timeout = shared.config.plugins.call_timeout;
+    let started = std::time::Instant::now();
     let call = actix_web::rt::task::spawn_blocking(move || {
         let f = AuthFacts {
             tls_chain: &facts.tls_chain,
@@ -85,11 +86,13 @@ async fn run_chain(shared: &Arc<Shared>, facts: OwnedFacts) -> Result<Resolved, 
         chain.resolve(&f)
     });
     let unavailable = |message: String| AuthFailure::Unavailable(crate::auth::BackendError { backend: "chain".into(), message });
-    match tokio::time::timeout(timeout, call).await {
+    let result = match tokio::time::timeout(timeout, call).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(unavailable(format!("auth call failed: {join}"))),
         Err(_) => Err(unavailable(format!("auth chain took longer than {timeout:?}"))),
-    }
+    };
+    crate::admin::metrics::plugin_call(started, &result);
+    result
 }
 
 fn failure_response(shared: &Shared, failure: &AuthFailure) -> actix_web::HttpResponse {

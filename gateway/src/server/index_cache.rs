@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::coalesce::Coalescer;
 use crate::index::{Filtered, UpstreamIndex, gzip};
-use crate::state::RepoSet;
+use crate::state::{RepoSet, Snapshot};
 use crate::upstream::UpstreamError;
 
 /// One version of Pulp's answer for one query.
@@ -35,8 +35,18 @@ pub struct FilteredBody {
 }
 
 impl FilteredBody {
-    pub fn gzipped(&self) -> Bytes {
-        self.gzipped.get_or_init(|| gzip(&self.filtered.body)).clone()
+    /// The gzipped body, compressed once, off the worker thread (a big index
+    /// takes long enough to stall every other request on it).
+    pub async fn gzipped(&self) -> Bytes {
+        if let Some(z) = self.gzipped.get() {
+            return z.clone();
+        }
+        let body = self.filtered.body.clone();
+        let z = match actix_web::rt::task::spawn_blocking(move || gzip(&body)).await {
+            Ok(z) => z,
+            Err(_) => gzip(&self.filtered.body),
+        };
+        self.gzipped.get_or_init(|| z).clone()
     }
 }
 
@@ -64,6 +74,7 @@ const FILTERED_BUDGET: usize = 256 * 1024 * 1024;
 pub struct IndexCache {
     upstream: DashMap<String, Arc<UpstreamVersion>>,
     fetches: Coalescer<String, Result<Arc<UpstreamVersion>, FetchError>>,
+    filters: Coalescer<FilterKey, Arc<FilteredBody>>,
     filtered: DashMap<FilterKey, Arc<FilteredBody>>,
     filtered_bytes: AtomicUsize,
     next_version: AtomicU64,
@@ -108,7 +119,12 @@ impl IndexCache {
                 };
                 let index = match &current {
                     Some(c) if c.digest == digest => c.index.clone(),
-                    _ => Arc::new(UpstreamIndex::parse(body).map_err(|e| FetchError::Malformed(e.to_string()))?),
+                    _ => {
+                        let parsed = actix_web::rt::task::spawn_blocking(move || UpstreamIndex::parse(body))
+                            .await
+                            .map_err(|e| FetchError::Malformed(format!("index parser failed: {e}")))?;
+                        Arc::new(parsed.map_err(|e| FetchError::Malformed(e.to_string()))?)
+                    }
                 };
                 let fresh = Arc::new(UpstreamVersion { index, version, fetched: Instant::now(), digest });
                 self.upstream.insert(key.to_owned(), fresh.clone());
@@ -128,29 +144,46 @@ impl IndexCache {
         }
     }
 
-    /// The filtered body for one client's view of an upstream version.
-    pub fn filtered(
+    /// The filtered body for one client's view of an upstream version:
+    /// computed once per (version, snapshot generation, grant), off the worker
+    /// thread, coalesced when many clients with the same grant ask at once.
+    pub async fn filtered(
         &self,
         upstream: &UpstreamVersion,
-        generation: u64,
-        grant: Option<&RepoSet>,
-        registry_url: &str,
-        visible: &dyn Fn(&str) -> bool,
+        snapshot: Arc<Snapshot>,
+        grant: Option<RepoSet>,
+        registry_url: String,
     ) -> Arc<FilteredBody> {
-        let key = FilterKey { version: upstream.version, generation, grant: grant.cloned() };
+        let key = FilterKey { version: upstream.version, generation: snapshot.generation, grant };
         if let Some(hit) = self.filtered.get(&key) {
             return hit.clone();
         }
-        let filtered = upstream.index.filter(registry_url, visible);
-        self.kept_entries.fetch_add(filtered.kept as u64, Ordering::Relaxed);
-        self.dropped_entries.fetch_add(filtered.dropped as u64, Ordering::Relaxed);
-        let size = filtered.body.len();
-        let body = Arc::new(FilteredBody { filtered, gzipped: OnceLock::new() });
-        if self.filtered_bytes.fetch_add(size, Ordering::Relaxed) + size > FILTERED_BUDGET {
-            self.shrink(upstream.version, generation);
-        }
-        self.filtered.insert(key, body.clone());
-        body
+        let index = upstream.index.clone();
+        let (version, generation) = (key.version, key.generation);
+        let grant = key.grant.clone();
+        self.filters
+            .run(key.clone(), || async move {
+                let filtered = match actix_web::rt::task::spawn_blocking(move || {
+                    index.filter(&registry_url, &|name| snapshot.visible(name, grant.as_ref()))
+                })
+                .await
+                {
+                    Ok(f) => f,
+                    // The filter does not panic on any input; should the thread
+                    // pool fail anyway, nobody sees anything rather than too much.
+                    Err(_) => Filtered { body: Bytes::from_static(b"{\"Registry\":\"/\",\"Results\":[]}"), etag: "\"unavailable\"".into(), kept: 0, dropped: 0 },
+                };
+                self.kept_entries.fetch_add(filtered.kept as u64, Ordering::Relaxed);
+                self.dropped_entries.fetch_add(filtered.dropped as u64, Ordering::Relaxed);
+                let size = filtered.body.len();
+                let body = Arc::new(FilteredBody { filtered, gzipped: OnceLock::new() });
+                if self.filtered_bytes.fetch_add(size, Ordering::Relaxed) + size > FILTERED_BUDGET {
+                    self.shrink(version, generation);
+                }
+                self.filtered.insert(key, body.clone());
+                body
+            })
+            .await
     }
 
     fn shrink(&self, version: u64, generation: u64) {

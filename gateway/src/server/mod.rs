@@ -43,6 +43,8 @@ pub struct StartOptions {
 pub struct Running {
     pub tls_addrs: Vec<SocketAddr>,
     pub plain_addrs: Vec<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`admin.listen`).
+    pub admin_addr: Option<SocketAddr>,
     pub handle: actix_web::dev::ServerHandle,
     pub shared: Arc<Shared>,
     pub tls: Option<ServerTls>,
@@ -119,6 +121,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         index: Default::default(),
         pulp_tls: prepared.pulp_tls,
         central_tls: prepared.central_tls,
+        pulp_answered: Default::default(),
     });
 
     let app_shared = shared.clone();
@@ -161,11 +164,34 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         server = server.listen(listener).map_err(|source| StartError::Bind { addr: *addr, source })?;
         plain_addrs.push(local);
     }
+    let admin = match config.admin_listen {
+        Some(addr) => Some(crate::admin::bind(shared.clone(), addr).map_err(|source| StartError::Bind { addr, source })?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|(addr, _)| *addr);
     let server = server.run();
     let handle = server.handle();
-    let server = actix_web::rt::spawn(server);
-    tracing::info!(tls = ?tls_addrs, plain = ?plain_addrs, backends = ?shared.chain.names(), "listening");
-    Ok(Running { tls_addrs, plain_addrs, handle, shared, tls: prepared.tls, state_report: Arc::new(report), server })
+    // The admin listener lives exactly as long as the client listeners, however they are stopped.
+    let server = actix_web::rt::spawn(async move {
+        let admin = admin.map(|(_, admin)| (admin.handle(), actix_web::rt::spawn(admin)));
+        let result = server.await;
+        if let Some((admin_handle, admin)) = admin {
+            admin_handle.stop(false).await;
+            let _ = admin.await;
+        }
+        result
+    });
+    tracing::info!(tls = ?tls_addrs, plain = ?plain_addrs, admin = ?admin_addr, backends = ?shared.chain.names(), "listening");
+    Ok(Running {
+        tls_addrs,
+        plain_addrs,
+        admin_addr,
+        handle,
+        shared,
+        tls: prepared.tls,
+        state_report: Arc::new(report),
+        server,
+    })
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {

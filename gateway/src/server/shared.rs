@@ -1,6 +1,7 @@
 //! What every worker shares, and what each worker builds for itself.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::auth::AuthChain;
 use crate::config::Config;
@@ -19,6 +20,8 @@ pub struct Shared {
     pub index: IndexCache,
     pub pulp_tls: Option<Arc<rustls::ClientConfig>>,
     pub central_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Set once Pulp has answered (any non-5xx status) since start: part of readiness.
+    pub pulp_answered: Arc<AtomicBool>,
 }
 
 /// Per-worker upstream clients (awc clients are `!Send`).
@@ -30,7 +33,7 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(shared: &Shared) -> Self {
         Self {
-            pulp: PulpClient::new(&shared.config.pulp, shared.pulp_tls.clone()),
+            pulp: PulpClient::new(&shared.config.pulp, shared.pulp_tls.clone(), shared.pulp_answered.clone()),
             central: CentralClient::new(&shared.config.central, shared.central_tls.clone()),
         }
     }

@@ -27,7 +27,14 @@ pub(crate) const STATE_FILE: &str = "state.json";
 
 /// Serialize `snapshot` straight into `w` without building an intermediate copy.
 pub(crate) fn write(snapshot: &Snapshot, w: &mut dyn Write) -> io::Result<()> {
-    serde_json::to_writer(w, &Out { snapshot, saved_at: SystemTime::now() }).map_err(io::Error::other)
+    serde_json::to_writer(
+        w,
+        &Out {
+            snapshot,
+            saved_at: SystemTime::now(),
+        },
+    )
+    .map_err(io::Error::other)
 }
 
 struct Out<'a> {
@@ -41,7 +48,10 @@ impl Serialize for Out<'_> {
         let mut st = s.serialize_struct("State", 6)?;
         st.serialize_field("version", &FORMAT_VERSION)?;
         st.serialize_field("saved_at", &to_unix_millis(self.saved_at))?;
-        st.serialize_field("repositories", &Sorted(snap.repositories.iter().map(|(k, v)| (&**k, *v)).collect()))?;
+        st.serialize_field(
+            "repositories",
+            &Sorted(snap.repositories.iter().map(|(k, v)| (&**k, *v)).collect()),
+        )?;
         let mut hosts: Vec<&str> = snap.hosts.iter().map(|h| &**h).collect();
         hosts.sort_unstable();
         st.serialize_field("hosts", &hosts)?;
@@ -104,27 +114,56 @@ impl In {
     /// host UUID. A timestamp in the future (clock stepped back since it was
     /// written) is clamped to now, so it cannot look fresh forever.
     pub(crate) fn into_snapshot(self, now: SystemTime) -> Snapshot {
-        let repositories: HashMap<Arc<str>, bool> =
-            self.repositories.into_iter().map(|(k, v)| (Arc::from(k), v)).collect();
+        let repositories: HashMap<Arc<str>, bool> = self
+            .repositories
+            .into_iter()
+            .map(|(k, v)| (Arc::from(k), v))
+            .collect();
         let hosts: HashSet<Arc<str>> = self.hosts.into_iter().map(Arc::from).collect();
         let mapping = |m: MappingIn| Mapping {
-            repositories: RepoSet::from_arcs(m.repositories.iter().map(|n| intern(&repositories, n)).collect()),
+            repositories: RepoSet::from_arcs(
+                m.repositories
+                    .iter()
+                    .map(|n| intern(&repositories, n))
+                    .collect(),
+            ),
             updated_at: from_unix_millis(m.updated_at).min(now),
         };
         let host_mappings = self
             .host_mappings
             .into_iter()
-            .map(|(k, m)| (hosts.get(k.as_str()).cloned().unwrap_or_else(|| Arc::from(k)), mapping(m)))
+            .map(|(k, m)| {
+                (
+                    hosts
+                        .get(k.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from(k)),
+                    mapping(m),
+                )
+            })
             .collect();
-        let user_mappings = self.user_mappings.into_iter().map(|(k, m)| (Arc::from(k), mapping(m))).collect();
-        Snapshot { repositories, hosts, host_mappings, user_mappings, generation: 0 }
+        let user_mappings = self
+            .user_mappings
+            .into_iter()
+            .map(|(k, m)| (Arc::from(k), mapping(m)))
+            .collect();
+        Snapshot {
+            repositories,
+            hosts,
+            host_mappings,
+            user_mappings,
+            generation: 0,
+        }
     }
 }
 
 /// The repository list's own allocation for `name`, or a new one when the
 /// name is not (yet) on the list.
 pub(crate) fn intern(repositories: &HashMap<Arc<str>, bool>, name: &str) -> Arc<str> {
-    repositories.get_key_value(name).map(|(k, _)| k.clone()).unwrap_or_else(|| Arc::from(name))
+    repositories
+        .get_key_value(name)
+        .map(|(k, _)| k.clone())
+        .unwrap_or_else(|| Arc::from(name))
 }
 
 #[cfg(test)]
@@ -140,9 +179,27 @@ mod tests {
         s.repositories.insert("priv".into(), true);
         s.hosts.insert("h1".into());
         s.hosts.insert("h2".into());
-        s.host_mappings.insert("h1".into(), Mapping { repositories: RepoSet::new(["priv", "later"]), updated_at: t });
-        s.host_mappings.insert("h2".into(), Mapping { repositories: RepoSet::default(), updated_at: t });
-        s.user_mappings.insert("admin".into(), Mapping { repositories: RepoSet::new(["priv"]), updated_at: t });
+        s.host_mappings.insert(
+            "h1".into(),
+            Mapping {
+                repositories: RepoSet::new(["priv", "later"]),
+                updated_at: t,
+            },
+        );
+        s.host_mappings.insert(
+            "h2".into(),
+            Mapping {
+                repositories: RepoSet::default(),
+                updated_at: t,
+            },
+        );
+        s.user_mappings.insert(
+            "admin".into(),
+            Mapping {
+                repositories: RepoSet::new(["priv"]),
+                updated_at: t,
+            },
+        );
         s
     }
 
@@ -181,7 +238,11 @@ mod tests {
     fn names_are_shared_with_the_repository_list() {
         let s = round_trip(&sample());
         let listed = s.repositories.get_key_value("priv").unwrap().0.clone();
-        let mapped = s.host_mappings["h1"].repositories.iter().find(|n| *n == "priv").unwrap();
+        let mapped = s.host_mappings["h1"]
+            .repositories
+            .iter()
+            .find(|n| *n == "priv")
+            .unwrap();
         assert!(std::ptr::eq(listed.as_ptr(), mapped.as_ptr()));
     }
 
@@ -199,7 +260,12 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored() {
-        let parsed: In = serde_json::from_str(r#"{"version":1,"repositories":{"a":true},"future":{"x":1}}"#).unwrap();
-        assert_eq!(parsed.into_snapshot(SystemTime::now()).repository("a"), Some(true));
+        let parsed: In =
+            serde_json::from_str(r#"{"version":1,"repositories":{"a":true},"future":{"x":1}}"#)
+                .unwrap();
+        assert_eq!(
+            parsed.into_snapshot(SystemTime::now()).repository("a"),
+            Some(true)
+        );
     }
 }

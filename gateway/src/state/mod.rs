@@ -11,4 +11,3 @@ mod tokens;
 pub use snapshot::{Mapping, RepoSet, Snapshot};
 pub use store::{LoadReport, StateStore, StoreError};
 pub use tokens::TokenStore;
-

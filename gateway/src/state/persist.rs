@@ -16,7 +16,10 @@ where
     F: FnOnce(&mut dyn Write) -> io::Result<()>,
 {
     // tempfile creates the file 0600: it holds host UUIDs and token digests.
-    let mut tmp = tempfile::Builder::new().prefix(&temp_prefix(name)).suffix(".tmp").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(name))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     {
         let mut w = BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
         write(&mut w)?;
@@ -35,10 +38,14 @@ fn temp_prefix(name: &str) -> String {
 /// nothing depends on them.
 pub(crate) fn remove_stale_temps(dir: &Path, name: &str) {
     let prefix = temp_prefix(name);
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(s) = file_name.to_str() else { continue };
+        let Some(s) = file_name.to_str() else {
+            continue;
+        };
         if s.starts_with(&prefix) && s.ends_with(".tmp") {
             let _ = fs::remove_file(entry.path());
         }
@@ -58,7 +65,10 @@ impl std::fmt::Display for ReadError {
         match self {
             ReadError::Io(e) => write!(f, "cannot read: {e}"),
             ReadError::Invalid(e) => write!(f, "not valid: {e}"),
-            ReadError::Version(v) => write!(f, "format version {v} is not supported (expected {FORMAT_VERSION})"),
+            ReadError::Version(v) => write!(
+                f,
+                "format version {v} is not supported (expected {FORMAT_VERSION})"
+            ),
         }
     }
 }
@@ -71,7 +81,9 @@ struct Header {
 }
 
 /// Read a versioned JSON file. `Ok(None)` when it does not exist.
-pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, ReadError> {
+pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, ReadError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -79,11 +91,14 @@ pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(path: &Path) -> Res
     };
     // The version is checked first so a file from a newer release is reported
     // as such instead of as whichever field happens not to parse.
-    let header: Header = serde_json::from_slice(&bytes).map_err(|e| ReadError::Invalid(e.to_string()))?;
+    let header: Header =
+        serde_json::from_slice(&bytes).map_err(|e| ReadError::Invalid(e.to_string()))?;
     if header.version != FORMAT_VERSION {
         return Err(ReadError::Version(header.version));
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| ReadError::Invalid(e.to_string()))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ReadError::Invalid(e.to_string()))
 }
 
 /// Rename an untrusted file out of the way, keeping it for the admin to
@@ -92,7 +107,11 @@ pub(crate) fn move_aside(path: &Path) -> io::Result<PathBuf> {
     let stamp = utc_stamp(SystemTime::now());
     let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     for n in 0u32..1000 {
-        let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
         let target = path.with_file_name(format!("{base}.corrupt-{stamp}{suffix}"));
         if target.exists() {
             continue;
@@ -100,11 +119,17 @@ pub(crate) fn move_aside(path: &Path) -> io::Result<PathBuf> {
         fs::rename(path, &target)?;
         return Ok(target);
     }
-    Err(io::Error::new(io::ErrorKind::AlreadyExists, "too many moved-aside copies with the same timestamp"))
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "too many moved-aside copies with the same timestamp",
+    ))
 }
 
 fn utc_stamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     match time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0)) {
         Ok(dt) => format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -121,12 +146,16 @@ fn utc_stamp(t: SystemTime) -> String {
 
 /// Milliseconds since the Unix epoch; times before it count as the epoch.
 pub(crate) fn to_unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// The inverse of `to_unix_millis`, saturating instead of overflowing.
 pub(crate) fn from_unix_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH.checked_add(Duration::from_millis(ms)).unwrap_or(UNIX_EPOCH)
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -161,7 +190,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         write_atomic(dir.path(), "f.json", |w| w.write_all(b"{}")).unwrap();
-        let mode = fs::metadata(dir.path().join("f.json")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("f.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "mode {mode:o}");
     }
 
@@ -171,7 +203,10 @@ mod tests {
         fs::write(dir.path().join(".f.json.abc.tmp"), b"x").unwrap();
         fs::write(dir.path().join("keep.json"), b"x").unwrap();
         remove_stale_temps(dir.path(), "f.json");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("keep.json")]);
     }
 
@@ -186,7 +221,10 @@ mod tests {
         assert_ne!(a, b);
         assert!(!p.exists());
         let name = a.file_name().unwrap().to_str().unwrap().to_owned();
-        assert!(name.starts_with("f.json.corrupt-") && name.ends_with('Z'), "{name}");
+        assert!(
+            name.starts_with("f.json.corrupt-") && name.ends_with('Z'),
+            "{name}"
+        );
         assert_eq!(fs::read(&a).unwrap(), b"1");
         assert_eq!(fs::read(&b).unwrap(), b"2");
     }
@@ -206,6 +244,10 @@ mod tests {
         fs::write(&p, br#"{"version":2,"whatever":[1]}"#).unwrap();
         let r = read_versioned::<serde_json::Value>(&p);
         assert!(matches!(r, Err(ReadError::Version(2))));
-        assert!(read_versioned::<serde_json::Value>(&dir.path().join("absent")).unwrap().is_none());
+        assert!(
+            read_versioned::<serde_json::Value>(&dir.path().join("absent"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

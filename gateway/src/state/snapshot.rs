@@ -107,7 +107,10 @@ impl Snapshot {
     /// The list's own allocation for `name` when it is on the list (else a
     /// new one), so a name held by thousands of mappings is stored once.
     pub fn intern_repository(&self, name: &str) -> Arc<str> {
-        self.repositories.get_key_value(name).map(|(k, _)| k.clone()).unwrap_or_else(|| Arc::from(name))
+        self.repositories
+            .get_key_value(name)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Arc::from(name))
     }
 
     pub fn host_mapping(&self, uuid: &str) -> Option<&Mapping> {

@@ -58,7 +58,10 @@ impl StateStore {
     pub fn open(dir: &Path) -> (Self, LoadReport) {
         let mut report = LoadReport::default();
         if let Err(e) = std::fs::create_dir_all(dir) {
-            report.problems.push(format!("{}: cannot create the state directory: {e}", dir.display()));
+            report.problems.push(format!(
+                "{}: cannot create the state directory: {e}",
+                dir.display()
+            ));
         }
         persist::remove_stale_temps(dir, STATE_FILE);
         let path = dir.join(STATE_FILE);
@@ -71,7 +74,11 @@ impl StateStore {
             }
             Ok(None) => Snapshot::default(),
             Err(e) => {
-                let problem = set_aside(&path, &e, "starting with an empty state until Katello pushes again");
+                let problem = set_aside(
+                    &path,
+                    &e,
+                    "starting with an empty state until Katello pushes again",
+                );
                 if let Some(p) = problem.moved_to {
                     report.moved_aside.push(p);
                 }
@@ -142,8 +149,9 @@ impl StateStore {
         let mut next = f(&old).map_err(StoreError::Rejected)?;
         next.generation = old.generation.wrapping_add(1);
         if let Some(dir) = &self.dir {
-            persist::write_atomic(dir, STATE_FILE, |w| file::write(&next, w))
-                .map_err(|e| StoreError::Persist(format!("{}: {e}", dir.join(STATE_FILE).display())))?;
+            persist::write_atomic(dir, STATE_FILE, |w| file::write(&next, w)).map_err(|e| {
+                StoreError::Persist(format!("{}: {e}", dir.join(STATE_FILE).display()))
+            })?;
         }
         let next = Arc::new(next);
         self.current.store(next.clone());
@@ -163,11 +171,18 @@ pub(crate) struct SetAside {
 pub(crate) fn set_aside(path: &Path, err: &ReadError, consequence: &str) -> SetAside {
     match persist::move_aside(path) {
         Ok(to) => SetAside {
-            message: format!("{}: {err}; moved aside to {}; {consequence}", path.display(), to.display()),
+            message: format!(
+                "{}: {err}; moved aside to {}; {consequence}",
+                path.display(),
+                to.display()
+            ),
             moved_to: Some(to),
         },
         Err(e) => SetAside {
-            message: format!("{}: {err}; cannot move it aside ({e}); {consequence}", path.display()),
+            message: format!(
+                "{}: {err}; cannot move it aside ({e}); {consequence}",
+                path.display()
+            ),
             moved_to: None,
         },
     }

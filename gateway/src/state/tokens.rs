@@ -50,13 +50,21 @@ struct Entry {
 impl TokenStore {
     /// A store that never touches the disk.
     pub fn in_memory() -> Self {
-        Self { tokens: DashMap::new(), dir: None, persist: Mutex::new(()) }
+        Self {
+            tokens: DashMap::new(),
+            dir: None,
+            persist: Mutex::new(()),
+        }
     }
 
     /// Load `tokens.json` from `dir`, skipping expired tokens. Problems are
     /// returned for the caller's report; an unusable file is moved aside.
     pub(crate) fn open(dir: &Path) -> (Self, Vec<SetAside>) {
-        let store = Self { tokens: DashMap::new(), dir: Some(dir.to_owned()), persist: Mutex::new(()) };
+        let store = Self {
+            tokens: DashMap::new(),
+            dir: Some(dir.to_owned()),
+            persist: Mutex::new(()),
+        };
         let mut problems = Vec::new();
         persist::remove_stale_temps(dir, TOKENS_FILE);
         let path = dir.join(TOKENS_FILE);
@@ -67,11 +75,21 @@ impl TokenStore {
                 for e in file.tokens {
                     let expires_at = from_unix_millis(e.expires_at);
                     if expires_at > now && !e.digest.is_empty() && !e.login.is_empty() {
-                        store.tokens.insert(Arc::from(e.digest), Token { login: Arc::from(e.login), expires_at });
+                        store.tokens.insert(
+                            Arc::from(e.digest),
+                            Token {
+                                login: Arc::from(e.login),
+                                expires_at,
+                            },
+                        );
                     }
                 }
             }
-            Err(e) => problems.push(set_aside(&path, &e, "stored tokens are not used; clients will be checked with central")),
+            Err(e) => problems.push(set_aside(
+                &path,
+                &e,
+                "stored tokens are not used; clients will be checked with central",
+            )),
         }
         (store, problems)
     }
@@ -85,7 +103,13 @@ impl TokenStore {
         let now = SystemTime::now();
         self.tokens.retain(|_, t| t.expires_at > now);
         if expires_at > now {
-            self.tokens.insert(Arc::from(digest), Token { login: Arc::from(login), expires_at });
+            self.tokens.insert(
+                Arc::from(digest),
+                Token {
+                    login: Arc::from(login),
+                    expires_at,
+                },
+            );
         } else {
             self.tokens.remove(digest);
         }
@@ -103,8 +127,12 @@ impl TokenStore {
     /// Logins holding an unexpired token, sorted, each once.
     pub fn users(&self) -> Vec<String> {
         let now = SystemTime::now();
-        let mut v: Vec<String> =
-            self.tokens.iter().filter(|t| t.expires_at > now).map(|t| t.login.to_string()).collect();
+        let mut v: Vec<String> = self
+            .tokens
+            .iter()
+            .filter(|t| t.expires_at > now)
+            .map(|t| t.login.to_string())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -134,8 +162,13 @@ impl TokenStore {
             })
             .collect();
         tokens.sort_unstable_by(|a, b| a.digest.cmp(&b.digest));
-        let file = File { version: FORMAT_VERSION, tokens };
-        persist::write_atomic(dir, TOKENS_FILE, |w| serde_json::to_writer(w, &file).map_err(std::io::Error::other))
+        let file = File {
+            version: FORMAT_VERSION,
+            tokens,
+        };
+        persist::write_atomic(dir, TOKENS_FILE, |w| {
+            serde_json::to_writer(w, &file).map_err(std::io::Error::other)
+        })
     }
 }
 
@@ -174,10 +207,16 @@ mod tests {
         let s = TokenStore::in_memory();
         s.tokens.insert(
             Arc::from("old"),
-            Token { login: Arc::from("x"), expires_at: SystemTime::now() - Duration::from_secs(5) },
+            Token {
+                login: Arc::from("x"),
+                expires_at: SystemTime::now() - Duration::from_secs(5),
+            },
         );
         s.insert("aa", "alice", later(60));
-        assert!(!s.tokens.contains_key("old"), "expired token purged on insert");
+        assert!(
+            !s.tokens.contains_key("old"),
+            "expired token purged on insert"
+        );
         s.insert("aa", "alice2", later(120));
         assert_eq!(s.lookup("aa").as_deref(), Some("alice2"));
         assert_eq!(s.tokens.len(), 1);
@@ -191,7 +230,10 @@ mod tests {
         s.insert("3", "zed", later(60));
         s.tokens.insert(
             Arc::from("4"),
-            Token { login: Arc::from("gone"), expires_at: SystemTime::now() - Duration::from_secs(1) },
+            Token {
+                login: Arc::from("gone"),
+                expires_at: SystemTime::now() - Duration::from_secs(1),
+            },
         );
         assert_eq!(s.users(), vec!["amy".to_owned(), "zed".to_owned()]);
         assert_eq!(s.len(), 3);
@@ -204,14 +246,21 @@ mod tests {
             let (s, problems) = TokenStore::open(dir.path());
             assert!(problems.is_empty());
             s.insert("live", "alice", later(3600));
-            s.insert("short", "bob", SystemTime::now() + Duration::from_millis(100));
+            s.insert(
+                "short",
+                "bob",
+                SystemTime::now() + Duration::from_millis(100),
+            );
         }
         std::thread::sleep(Duration::from_millis(150));
         let (s, problems) = TokenStore::open(dir.path());
         assert!(problems.is_empty());
         assert_eq!(s.lookup("live").as_deref(), Some("alice"));
         assert_eq!(s.lookup("short"), None);
-        assert!(!s.tokens.contains_key("short"), "expired tokens are not loaded");
+        assert!(
+            !s.tokens.contains_key("short"),
+            "expired tokens are not loaded"
+        );
         assert_eq!(s.users(), vec!["alice".to_owned()]);
     }
 
@@ -228,7 +277,11 @@ mod tests {
         let aside = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().starts_with("tokens.json.corrupt-"));
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("tokens.json.corrupt-")
+            });
         assert!(aside);
     }
 

@@ -58,9 +58,9 @@ impl CentralClient {
     }
 
     async fn catalog(req: awc::ClientRequest) -> Lookup {
-        let mut resp = match req.send().await {
+        let mut resp = match send(req).await {
             Ok(r) => r,
-            Err(e) => return Lookup::Failed(UpstreamError::from_send(e).to_string()),
+            Err(e) => return Lookup::Failed(e.to_string()),
         };
         match resp.status() {
             StatusCode::OK => {}
@@ -99,11 +99,18 @@ impl CentralClient {
                 .map_err(|_| UpstreamError::Response("Authorization is not a valid header value".into()))?;
             req = req.insert_header((awc::http::header::AUTHORIZATION, value));
         }
-        let mut resp = req.send().await.map_err(UpstreamError::from_send)?;
+        let mut resp = send(req).await?;
         let header = |name| resp.headers().get(name).and_then(|v: &awc::http::header::HeaderValue| v.to_str().ok()).map(str::to_owned);
         let content_type = header(awc::http::header::CONTENT_TYPE);
         let date = header(awc::http::header::DATE);
         let body = resp.body().limit(TOKEN_LIMIT).await.map_err(|e| UpstreamError::from_payload(e, TOKEN_LIMIT))?;
         Ok(TokenAnswer { status: resp.status(), content_type, date, body })
     }
+}
+
+async fn send(req: awc::ClientRequest) -> Result<awc::ClientResponse, UpstreamError> {
+    let started = std::time::Instant::now();
+    let sent = req.send().await.map_err(UpstreamError::from_send);
+    crate::admin::metrics::upstream("central", started, sent.as_ref().map(|r| r.status()));
+    sent
 }

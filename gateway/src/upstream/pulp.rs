@@ -1,6 +1,8 @@
 //! Pulp's registry API: the Flatpak index and the v2 read routes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use awc::http::{Method, StatusCode};
 use bytes::Bytes;
@@ -15,6 +17,7 @@ pub const INDEX_LIMIT: usize = 512 * 1024 * 1024;
 pub struct PulpClient {
     client: awc::Client,
     base: String,
+    answered: Arc<AtomicBool>,
 }
 
 /// A fully read answer.
@@ -25,8 +28,19 @@ pub struct Buffered {
 }
 
 impl PulpClient {
-    pub fn new(cfg: &PulpConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
-        Self { client: build_client(tls, cfg.timeout), base: cfg.registry_base() }
+    /// `answered` is set on Pulp's first non-5xx answer (readiness).
+    pub fn new(cfg: &PulpConfig, tls: Option<Arc<rustls::ClientConfig>>, answered: Arc<AtomicBool>) -> Self {
+        Self { client: build_client(tls, cfg.timeout), base: cfg.registry_base(), answered }
+    }
+
+    async fn send(&self, req: awc::ClientRequest) -> Result<awc::ClientResponse, UpstreamError> {
+        let started = Instant::now();
+        let sent = req.send().await.map_err(UpstreamError::from_send);
+        crate::admin::metrics::upstream("pulp", started, sent.as_ref().map(|r| r.status()));
+        if sent.as_ref().is_ok_and(|r| !r.status().is_server_error()) {
+            self.answered.store(true, Ordering::Release);
+        }
+        sent
     }
 
     /// `GET {registry}/index/{kind}?{query}`, body read whole (it must be parsed).
@@ -36,13 +50,7 @@ impl PulpClient {
         } else {
             format!("{}/index/{kind}?{query}", self.base)
         };
-        let mut resp = self
-            .client
-            .get(url)
-            .insert_header(("Accept", "application/json"))
-            .send()
-            .await
-            .map_err(UpstreamError::from_send)?;
+        let mut resp = self.send(self.client.get(url).insert_header(("Accept", "application/json"))).await?;
         let content_type =
             resp.headers().get(awc::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp.body().limit(INDEX_LIMIT).await.map_err(|e| UpstreamError::from_payload(e, INDEX_LIMIT))?;
@@ -61,6 +69,6 @@ impl PulpClient {
         for (name, value) in headers {
             req = req.append_header((name.clone(), value.clone()));
         }
-        req.send().await.map_err(UpstreamError::from_send)
+        self.send(req).await
     }
 }

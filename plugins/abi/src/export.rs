@@ -10,8 +10,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
 use crate::{
-    ABI_VERSION, AuthPlugin, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, Decision, Logger, Request, json,
-    status,
+    ABI_VERSION, AuthPlugin, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, Decision, Logger,
+    Request, json, status,
 };
 
 /// The table for `P`, placed in a `static` by the macro.
@@ -39,7 +39,8 @@ macro_rules! export_auth_plugin {
         #[unsafe(no_mangle)]
         pub extern "C" fn container_gateway_auth_plugin_v1() -> *const $crate::CgAuthPluginV1 {
             static VTABLE: $crate::CgAuthPluginV1 = $crate::__export::vtable::<$plugin>();
-            ::std::panic::catch_unwind(|| &VTABLE as *const $crate::CgAuthPluginV1).unwrap_or(::core::ptr::null())
+            ::std::panic::catch_unwind(|| &VTABLE as *const $crate::CgAuthPluginV1)
+                .unwrap_or(::core::ptr::null())
         }
     };
 }
@@ -63,10 +64,10 @@ fn install_hook() {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             if IN_CALL.try_with(Cell::get).unwrap_or(false) {
-                let message = info.payload_as_str().unwrap_or("non-string panic payload");
+                let message = payload_text(info.payload());
                 let text = match info.location() {
                     Some(l) => format!("{message} (at {}:{}:{})", l.file(), l.line(), l.column()),
-                    None => message.to_owned(),
+                    None => message,
                 };
                 let _ = LAST_PANIC.try_with(|p| p.try_borrow_mut().map(|mut p| *p = Some(text)));
             } else {
@@ -83,7 +84,10 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     let result = panic::catch_unwind(AssertUnwindSafe(f));
     let _ = IN_CALL.try_with(|c| c.set(outer));
     result.map_err(|payload| {
-        let captured = LAST_PANIC.try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.take())).ok().flatten();
+        let captured = LAST_PANIC
+            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.take()))
+            .ok()
+            .flatten();
         let text = captured.unwrap_or_else(|| payload_text(&*payload));
         drop_payload(payload);
         text
@@ -112,7 +116,11 @@ fn into_buf(bytes: Vec<u8>) -> CgBuf {
         return CgBuf::EMPTY;
     }
     let mut bytes = ManuallyDrop::new(bytes);
-    CgBuf { ptr: bytes.as_mut_ptr(), len: bytes.len(), cap: bytes.capacity() }
+    CgBuf {
+        ptr: bytes.as_mut_ptr(),
+        len: bytes.len(),
+        cap: bytes.capacity(),
+    }
 }
 
 fn encode(decision: Decision) -> (u32, Vec<u8>) {
@@ -150,7 +158,11 @@ unsafe extern "C" fn init<P: AuthPlugin>(
     let (code, instance, message) = match result {
         Ok(Ok(instance)) => (status::OK, instance.cast::<c_void>(), String::new()),
         Ok(Err(message)) => (status::ERROR, core::ptr::null_mut(), message),
-        Err(panic) => (status::PANIC, core::ptr::null_mut(), format!("init panicked: {panic}")),
+        Err(panic) => (
+            status::PANIC,
+            core::ptr::null_mut(),
+            format!("init panicked: {panic}"),
+        ),
     };
     // SAFETY: both pointers were checked non-null and the host provides them
     // writable for the call.
@@ -184,7 +196,10 @@ unsafe extern "C" fn authenticate<P: AuthPlugin>(
     });
     let (code, bytes) = match result {
         Ok(answer) => answer,
-        Err(panic) => (status::PANIC, format!("authenticate panicked: {panic}").into_bytes()),
+        Err(panic) => (
+            status::PANIC,
+            format!("authenticate panicked: {panic}").into_bytes(),
+        ),
     };
     // SAFETY: checked non-null; the host provides it writable for the call.
     unsafe { out.write(into_buf(bytes)) };

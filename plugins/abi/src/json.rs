@@ -56,8 +56,14 @@ mod tests {
 
     #[test]
     fn documents() {
-        assert_eq!(identity(&Identity::Host("u-1".into())), br#"{"kind":"host","id":"u-1"}"#);
-        assert_eq!(identity(&Identity::User("bob".into())), br#"{"kind":"user","id":"bob"}"#);
+        assert_eq!(
+            identity(&Identity::Host("u-1".into())),
+            br#"{"kind":"host","id":"u-1"}"#
+        );
+        assert_eq!(
+            identity(&Identity::User("bob".into())),
+            br#"{"kind":"user","id":"bob"}"#
+        );
         assert_eq!(identity(&Identity::Anonymous), br#"{"kind":"anonymous"}"#);
         assert_eq!(token("ab12"), br#"{"kind":"token","sha256":"ab12"}"#);
     }
@@ -65,6 +71,9 @@ mod tests {
     #[test]
     fn escaping() {
         let doc = identity(&Identity::User("a\"b\\c\nd\u{1}é\u{7f}".into()));
-        assert_eq!(doc, r#"{"kind":"user","id":"a\"b\\c\nd\u0001é\u007f"}"#.as_bytes());
+        assert_eq!(
+            doc,
+            r#"{"kind":"user","id":"a\"b\\c\nd\u0001é\u007f"}"#.as_bytes()
+        );
     }
 }

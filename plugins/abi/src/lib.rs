@@ -127,11 +127,17 @@ pub struct CgStr {
 }
 
 impl CgStr {
-    pub const ABSENT: CgStr = CgStr { ptr: core::ptr::null(), len: 0 };
+    pub const ABSENT: CgStr = CgStr {
+        ptr: core::ptr::null(),
+        len: 0,
+    };
 
     /// Borrow a Rust slice. The result must not outlive `bytes`.
     pub const fn from_bytes(bytes: &[u8]) -> CgStr {
-        CgStr { ptr: bytes.as_ptr(), len: bytes.len() }
+        CgStr {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
     }
 
     /// `None` becomes [`CgStr::ABSENT`].
@@ -168,7 +174,11 @@ pub struct CgBuf {
 }
 
 impl CgBuf {
-    pub const EMPTY: CgBuf = CgBuf { ptr: core::ptr::null_mut(), len: 0, cap: 0 };
+    pub const EMPTY: CgBuf = CgBuf {
+        ptr: core::ptr::null_mut(),
+        len: 0,
+        cap: 0,
+    };
 }
 
 /// Services the host offers a plugin. The struct, its `context` and its
@@ -251,7 +261,11 @@ pub struct CgAuthPluginV1 {
     /// code describes. The host initialises `*out` to [`CgBuf::EMPTY`] and
     /// frees whatever it holds afterwards, whatever the status.
     pub authenticate: Option<
-        unsafe extern "C" fn(instance: *const c_void, request: *const CgAuthRequest, out: *mut CgBuf) -> u32,
+        unsafe extern "C" fn(
+            instance: *const c_void,
+            request: *const CgAuthRequest,
+            out: *mut CgBuf,
+        ) -> u32,
     >,
     /// Release a buffer this plugin produced. Must accept a null `ptr`.
     pub free_buf: Option<unsafe extern "C" fn(buf: CgBuf)>,

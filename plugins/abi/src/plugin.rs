@@ -106,7 +106,11 @@ impl<'a> Request<'a> {
                 None
             }
         };
-        let chain_known = has_field(size, offset_of!(CgAuthRequest, tls_chain_len), size_of::<usize>());
+        let chain_known = has_field(
+            size,
+            offset_of!(CgAuthRequest, tls_chain_len),
+            size_of::<usize>(),
+        );
         let tls_chain = if chain_known && !req.tls_chain.is_null() && req.tls_chain_len > 0 {
             // SAFETY: non-null, and the host guarantees `tls_chain_len`
             // initialised entries valid for 'a.
@@ -116,7 +120,10 @@ impl<'a> Request<'a> {
         };
         Some(Request {
             tls_chain,
-            forwarded_cert: field(offset_of!(CgAuthRequest, forwarded_cert), req.forwarded_cert),
+            forwarded_cert: field(
+                offset_of!(CgAuthRequest, forwarded_cert),
+                req.forwarded_cert,
+            ),
             authorization: field(offset_of!(CgAuthRequest, authorization), req.authorization),
             method: field(offset_of!(CgAuthRequest, method), req.method),
             path: field(offset_of!(CgAuthRequest, path), req.path),
@@ -221,14 +228,20 @@ unsafe impl Sync for Logger {}
 
 impl fmt::Debug for Logger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Logger").field("connected", &self.log.is_some()).finish()
+        f.debug_struct("Logger")
+            .field("connected", &self.log.is_some())
+            .finish()
     }
 }
 
 impl Logger {
     /// A logger that discards everything.
     pub const fn disabled() -> Self {
-        Logger { context: core::ptr::null(), log: None, enabled: None }
+        Logger {
+            context: core::ptr::null(),
+            log: None,
+            enabled: None,
+        }
     }
 
     /// # Safety
@@ -240,10 +253,21 @@ impl Logger {
             return Logger::disabled();
         };
         let fn_size = size_of::<Option<unsafe extern "C" fn()>>();
-        let log = if has_field(h.struct_size, offset_of!(CgHost, log), fn_size) { h.log } else { None };
-        let enabled =
-            if has_field(h.struct_size, offset_of!(CgHost, log_enabled), fn_size) { h.log_enabled } else { None };
-        Logger { context: h.context, log, enabled }
+        let log = if has_field(h.struct_size, offset_of!(CgHost, log), fn_size) {
+            h.log
+        } else {
+            None
+        };
+        let enabled = if has_field(h.struct_size, offset_of!(CgHost, log_enabled), fn_size) {
+            h.log_enabled
+        } else {
+            None
+        };
+        Logger {
+            context: h.context,
+            log,
+            enabled,
+        }
     }
 
     /// Whether a message at `level` would be recorded.
@@ -260,7 +284,13 @@ impl Logger {
         if let Some(log) = self.log {
             // SAFETY: the host's callback with the host's context; `message`
             // outlives the call.
-            unsafe { log(self.context, level.code(), CgStr::from_bytes(message.as_bytes())) }
+            unsafe {
+                log(
+                    self.context,
+                    level.code(),
+                    CgStr::from_bytes(message.as_bytes()),
+                )
+            }
         }
     }
 

@@ -25,7 +25,11 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(capacity: usize, ttl: Duration) -> Cache {
-        Cache { entries: RwLock::new(HashMap::with_capacity(capacity.min(1024))), capacity, ttl }
+        Cache {
+            entries: RwLock::new(HashMap::with_capacity(capacity.min(1024))),
+            capacity,
+            ttl,
+        }
     }
 
     /// The CN of a certificate verified before whose path is valid at
@@ -60,12 +64,21 @@ impl Cache {
                 }
             }
         }
-        entries.insert(key, Entry { verified, stored: Instant::now() });
+        entries.insert(
+            key,
+            Entry {
+                verified,
+                stored: Instant::now(),
+            },
+        );
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -74,7 +87,11 @@ mod tests {
     use super::*;
 
     fn verified(cn: &str, nb: i64, na: i64) -> Verified {
-        Verified { cn: cn.to_owned(), not_before: nb, not_after: na }
+        Verified {
+            cn: cn.to_owned(),
+            not_before: nb,
+            not_after: na,
+        }
     }
 
     #[test]

@@ -58,13 +58,18 @@ pub struct RhsmCert {
 impl RhsmCert {
     fn load_anchors(path: &std::path::Path, log: &Logger) -> Result<Vec<verify::Anchor>, String> {
         let shown = path.display();
-        let iter = CertificateDer::pem_file_iter(path).map_err(|e| format!("client_ca {shown}: {e}"))?;
+        let iter =
+            CertificateDer::pem_file_iter(path).map_err(|e| format!("client_ca {shown}: {e}"))?;
         let mut anchors = Vec::new();
         for (index, item) in iter.enumerate() {
-            let der = item.map_err(|e| format!("client_ca {shown}: certificate #{}: {e}", index + 1))?;
+            let der =
+                item.map_err(|e| format!("client_ca {shown}: certificate #{}: {e}", index + 1))?;
             match verify::Anchor::new(der.to_vec()) {
                 Ok(anchor) => anchors.push(anchor),
-                Err(reason) => log.warn(&format!("client_ca {shown}: skipping certificate #{}: {reason}", index + 1)),
+                Err(reason) => log.warn(&format!(
+                    "client_ca {shown}: skipping certificate #{}: {reason}",
+                    index + 1
+                )),
             }
         }
         if anchors.is_empty() {
@@ -78,8 +83,8 @@ impl AuthPlugin for RhsmCert {
     const NAME: &'static std::ffi::CStr = c"rhsm-cert";
 
     fn init(config_json: &str, log: Logger) -> Result<Self, String> {
-        let settings: Settings =
-            serde_json::from_str(config_json).map_err(|e| format!("invalid rhsm-cert settings: {e}"))?;
+        let settings: Settings = serde_json::from_str(config_json)
+            .map_err(|e| format!("invalid rhsm-cert settings: {e}"))?;
         let anchors = Self::load_anchors(&settings.client_ca, &log)?;
         log.log_fmt(
             Level::Info,
@@ -87,12 +92,19 @@ impl AuthPlugin for RhsmCert {
                 "trusting {} CA certificate(s) from {}: {}",
                 anchors.len(),
                 settings.client_ca.display(),
-                anchors.iter().map(verify::Anchor::subject).collect::<Vec<_>>().join("; ")
+                anchors
+                    .iter()
+                    .map(verify::Anchor::subject)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         );
         Ok(RhsmCert {
             anchors,
-            cache: cache::Cache::new(settings.cache_capacity, Duration::from_secs(settings.cache_ttl_secs)),
+            cache: cache::Cache::new(
+                settings.cache_capacity,
+                Duration::from_secs(settings.cache_ttl_secs),
+            ),
             log,
         })
     }
@@ -103,7 +115,9 @@ impl AuthPlugin for RhsmCert {
             (None, Some(forwarded)) => (forwarded, "forwarded"),
             (None, None) => return Decision::Abstain,
         };
-        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let key: cache::Key = Sha256::digest(leaf).into();
         if let Some(cn) = self.cache.get(&key, now_unix) {
             return Decision::Allow(Identity::Host(cn));
@@ -113,7 +127,10 @@ impl AuthPlugin for RhsmCert {
         let presented = request.tls_chain().skip(1);
         match verify::verify(leaf, presented, &self.anchors, ASN1Time::now()) {
             Ok(verified) => {
-                self.log.log_fmt(Level::Debug, format_args!("{source} certificate verified for host {}", verified.cn));
+                self.log.log_fmt(
+                    Level::Debug,
+                    format_args!("{source} certificate verified for host {}", verified.cn),
+                );
                 let cn = verified.cn.clone();
                 self.cache.insert(key, verified);
                 Decision::Allow(Identity::Host(cn))

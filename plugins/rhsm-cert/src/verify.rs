@@ -28,13 +28,18 @@ impl Anchor {
         let cert = parse(&der)?;
         match cert.basic_constraints() {
             Ok(Some(bc)) if bc.value.ca => Ok(Anchor { der }),
-            Ok(_) => Err(format!("{} is not a CA certificate (basicConstraints CA:TRUE missing)", cert.subject())),
+            Ok(_) => Err(format!(
+                "{} is not a CA certificate (basicConstraints CA:TRUE missing)",
+                cert.subject()
+            )),
             Err(e) => Err(format!("{}: invalid basicConstraints: {e}", cert.subject())),
         }
     }
 
     pub fn subject(&self) -> String {
-        parse(&self.der).map(|c| c.subject().to_string()).unwrap_or_default()
+        parse(&self.der)
+            .map(|c| c.subject().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -49,7 +54,10 @@ pub struct Verified {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
-        Ok((rest, _)) if !rest.is_empty() => Err(format!("{} bytes of trailing data after the certificate", rest.len())),
+        Ok((rest, _)) if !rest.is_empty() => Err(format!(
+            "{} bytes of trailing data after the certificate",
+            rest.len()
+        )),
         Ok((_, cert)) => Ok(cert),
         Err(e) => Err(format!("not a DER X.509 certificate: {e}")),
     }
@@ -58,18 +66,32 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
 /// Checks every certificate in a path must pass, whatever its position.
 fn check_common(cert: &X509Certificate<'_>, what: &str, now: ASN1Time) -> Result<(), String> {
     if cert.tbs_certificate.signature.algorithm != cert.signature_algorithm.algorithm {
-        return Err(format!("{what} {}: inner and outer signature algorithms differ", cert.subject()));
+        return Err(format!(
+            "{what} {}: inner and outer signature algorithms differ",
+            cert.subject()
+        ));
     }
     let alg = &cert.signature_algorithm.algorithm;
     if *alg == OID_PKCS1_SHA1WITHRSA || *alg == OID_SHA1_WITH_RSA {
-        return Err(format!("{what} {}: SHA-1 signatures are not accepted", cert.subject()));
+        return Err(format!(
+            "{what} {}: SHA-1 signatures are not accepted",
+            cert.subject()
+        ));
     }
     let validity = cert.validity();
     if now < validity.not_before {
-        return Err(format!("{what} {} is not valid before {}", cert.subject(), validity.not_before));
+        return Err(format!(
+            "{what} {} is not valid before {}",
+            cert.subject(),
+            validity.not_before
+        ));
     }
     if now > validity.not_after {
-        return Err(format!("{what} {} expired at {}", cert.subject(), validity.not_after));
+        return Err(format!(
+            "{what} {} expired at {}",
+            cert.subject(),
+            validity.not_after
+        ));
     }
     for ext in cert.extensions() {
         let unknown = matches!(
@@ -77,7 +99,11 @@ fn check_common(cert: &X509Certificate<'_>, what: &str, now: ASN1Time) -> Result
             ParsedExtension::UnsupportedExtension { .. } | ParsedExtension::ParseError { .. }
         );
         if ext.critical && unknown {
-            return Err(format!("{what} {}: critical extension {} is not understood", cert.subject(), ext.oid));
+            return Err(format!(
+                "{what} {}: critical extension {} is not understood",
+                cert.subject(),
+                ext.oid
+            ));
         }
     }
     Ok(())
@@ -90,16 +116,30 @@ fn check_issuer(cert: &X509Certificate<'_>, what: &str, below: usize) -> Result<
             if let Some(limit) = bc.value.path_len_constraint
                 && (limit as usize) < below
             {
-                return Err(format!("{what} {}: pathLenConstraint {limit} exceeded", cert.subject()));
+                return Err(format!(
+                    "{what} {}: pathLenConstraint {limit} exceeded",
+                    cert.subject()
+                ));
             }
         }
-        Ok(_) => return Err(format!("{what} {} is not a CA (basicConstraints CA:TRUE missing)", cert.subject())),
-        Err(e) => return Err(format!("{what} {}: invalid basicConstraints: {e}", cert.subject())),
+        Ok(_) => {
+            return Err(format!(
+                "{what} {} is not a CA (basicConstraints CA:TRUE missing)",
+                cert.subject()
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "{what} {}: invalid basicConstraints: {e}",
+                cert.subject()
+            ));
+        }
     }
     match cert.key_usage() {
-        Ok(Some(ku)) if !ku.value.key_cert_sign() => {
-            Err(format!("{what} {}: keyUsage does not allow keyCertSign", cert.subject()))
-        }
+        Ok(Some(ku)) if !ku.value.key_cert_sign() => Err(format!(
+            "{what} {}: keyUsage does not allow keyCertSign",
+            cert.subject()
+        )),
         Ok(_) => Ok(()),
         Err(e) => Err(format!("{what} {}: invalid keyUsage: {e}", cert.subject())),
     }
@@ -107,7 +147,9 @@ fn check_issuer(cert: &X509Certificate<'_>, what: &str, below: usize) -> Result<
 
 fn check_leaf(cert: &X509Certificate<'_>) -> Result<String, String> {
     match cert.basic_constraints() {
-        Ok(Some(bc)) if bc.value.ca => return Err("certificate is a CA (basicConstraints CA:TRUE)".to_owned()),
+        Ok(Some(bc)) if bc.value.ca => {
+            return Err("certificate is a CA (basicConstraints CA:TRUE)".to_owned());
+        }
         Ok(_) => {}
         Err(e) => return Err(format!("invalid basicConstraints: {e}")),
     }
@@ -123,7 +165,9 @@ fn check_leaf(cert: &X509Certificate<'_>) -> Result<String, String> {
     };
     match cn.as_str() {
         Ok("") => Err("subject CN is empty".to_owned()),
-        Ok(cn) if cn.chars().any(char::is_control) => Err("subject CN holds control characters".to_owned()),
+        Ok(cn) if cn.chars().any(char::is_control) => {
+            Err("subject CN holds control characters".to_owned())
+        }
         Ok(cn) => Ok(cn.to_owned()),
         Err(_) => Err("subject CN is not a text string".to_owned()),
     }
@@ -145,38 +189,61 @@ pub fn verify<'a>(
     let leaf = parse(leaf)?;
     check_common(&leaf, "certificate", now)?;
     let cn = check_leaf(&leaf)?;
-    let mut window = (leaf.validity().not_before.timestamp(), leaf.validity().not_after.timestamp());
+    let mut window = (
+        leaf.validity().not_before.timestamp(),
+        leaf.validity().not_after.timestamp(),
+    );
 
     // Unparsable extras cannot be part of a path; they are simply not candidates.
-    let intermediates: Vec<X509Certificate<'_>> =
-        presented.take(MAX_PRESENTED_INTERMEDIATES).filter_map(|der| parse(der).ok()).collect();
-    let anchors: Vec<X509Certificate<'_>> = anchors.iter().filter_map(|a| parse(&a.der).ok()).collect();
+    let intermediates: Vec<X509Certificate<'_>> = presented
+        .take(MAX_PRESENTED_INTERMEDIATES)
+        .filter_map(|der| parse(der).ok())
+        .collect();
+    let anchors: Vec<X509Certificate<'_>> =
+        anchors.iter().filter_map(|a| parse(&a.der).ok()).collect();
     let mut used = [false; MAX_PRESENTED_INTERMEDIATES];
 
     let mut current = &leaf;
     for depth in 0..=MAX_INTERMEDIATES_IN_PATH {
         let issuer_name = current.issuer().as_raw();
         let mut signature_error = None;
-        for anchor in anchors.iter().filter(|a| a.subject().as_raw() == issuer_name) {
+        for anchor in anchors
+            .iter()
+            .filter(|a| a.subject().as_raw() == issuer_name)
+        {
             match current.verify_signature(Some(anchor.public_key())) {
                 Ok(()) => {
                     check_common(anchor, "trusted CA", now)?;
                     check_issuer(anchor, "trusted CA", depth)?;
                     narrow(&mut window, anchor);
-                    return Ok(Verified { cn, not_before: window.0, not_after: window.1 });
+                    return Ok(Verified {
+                        cn,
+                        not_before: window.0,
+                        not_after: window.1,
+                    });
                 }
-                Err(e) => signature_error = Some(format!("signature by trusted CA {} does not verify: {e}", anchor.subject())),
+                Err(e) => {
+                    signature_error = Some(format!(
+                        "signature by trusted CA {} does not verify: {e}",
+                        anchor.subject()
+                    ))
+                }
             }
         }
         if depth == MAX_INTERMEDIATES_IN_PATH {
             break;
         }
         let next = intermediates.iter().enumerate().find(|(i, c)| {
-            !used[*i] && c.subject().as_raw() == issuer_name && current.verify_signature(Some(c.public_key())).is_ok()
+            !used[*i]
+                && c.subject().as_raw() == issuer_name
+                && current.verify_signature(Some(c.public_key())).is_ok()
         });
         let Some((index, issuer)) = next else {
             return Err(signature_error.unwrap_or_else(|| {
-                format!("issuer {} is not a trusted CA and no presented intermediate leads to one", current.issuer())
+                format!(
+                    "issuer {} is not a trusted CA and no presented intermediate leads to one",
+                    current.issuer()
+                )
             }));
         };
         used[index] = true;
@@ -185,5 +252,7 @@ pub fn verify<'a>(
         narrow(&mut window, issuer);
         current = issuer;
     }
-    Err(format!("no trusted CA within {MAX_INTERMEDIATES_IN_PATH} intermediates"))
+    Err(format!(
+        "no trusted CA within {MAX_INTERMEDIATES_IN_PATH} intermediates"
+    ))
 }

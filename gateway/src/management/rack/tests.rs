@@ -66,10 +66,22 @@ fn percent_decoding_and_plus() {
         "my+weird+field=q1%212%22%27w%245%267%2Fz8%29%3F",
         vec![("my weird field", s("q1!2\"'w$5&7/z8)?"))],
     );
-    check("a=b&pid%3D1234=1023", vec![("a", s("b")), ("pid=1234", s("1023"))]);
+    check(
+        "a=b&pid%3D1234=1023",
+        vec![("a", s("b")), ("pid=1234", s("1023"))],
+    );
     // Brackets may arrive escaped; Rack decodes before nesting.
-    check("a%5B%5D=1&a%5B%5D=2", vec![("a", arr(vec![s("1"), s("2")]))]);
-    check("users[][alice%40example.com]", vec![("users", arr(vec![obj(vec![("alice@example.com", Value::Null)])]))]);
+    check(
+        "a%5B%5D=1&a%5B%5D=2",
+        vec![("a", arr(vec![s("1"), s("2")]))],
+    );
+    check(
+        "users[][alice%40example.com]",
+        vec![(
+            "users",
+            arr(vec![obj(vec![("alice@example.com", Value::Null)])]),
+        )],
+    );
     // Rack's separator is `&` followed by optional spaces.
     check("a=1&  b=2", vec![("a", s("1")), ("b", s("2"))]);
     // Undecodable escapes stay literal; invalid UTF-8 is replaced, not fatal.
@@ -82,16 +94,37 @@ fn arrays() {
     check("foo[]=", vec![("foo", arr(vec![s("")]))]);
     check("foo[]=bar", vec![("foo", arr(vec![s("bar")]))]);
     check("foo[]=bar&foo", vec![("foo", Value::Null)]);
-    check("foo[]=bar&foo[", vec![("foo", arr(vec![s("bar")])), ("foo[", Value::Null)]);
-    check("foo[]=bar&foo[=baz", vec![("foo", arr(vec![s("bar")])), ("foo[", s("baz"))]);
-    check("foo[]=bar&foo[]", vec![("foo", arr(vec![s("bar"), Value::Null]))]);
-    check("foo[]=bar&foo[]=", vec![("foo", arr(vec![s("bar"), s("")]))]);
+    check(
+        "foo[]=bar&foo[",
+        vec![("foo", arr(vec![s("bar")])), ("foo[", Value::Null)],
+    );
+    check(
+        "foo[]=bar&foo[=baz",
+        vec![("foo", arr(vec![s("bar")])), ("foo[", s("baz"))],
+    );
+    check(
+        "foo[]=bar&foo[]",
+        vec![("foo", arr(vec![s("bar"), Value::Null]))],
+    );
+    check(
+        "foo[]=bar&foo[]=",
+        vec![("foo", arr(vec![s("bar"), s("")]))],
+    );
     check("foo[]=1&foo[]=2", vec![("foo", arr(vec![s("1"), s("2")]))]);
     check(
         "foo=bar&baz[]=1&baz[]=2&baz[]=3",
-        vec![("foo", s("bar")), ("baz", arr(vec![s("1"), s("2"), s("3")]))],
+        vec![
+            ("foo", s("bar")),
+            ("baz", arr(vec![s("1"), s("2"), s("3")])),
+        ],
     );
-    check("foo[]=bar&baz[]=1&baz[]=2&baz[]=3", vec![("foo", arr(vec![s("bar")])), ("baz", arr(vec![s("1"), s("2"), s("3")]))]);
+    check(
+        "foo[]=bar&baz[]=1&baz[]=2&baz[]=3",
+        vec![
+            ("foo", arr(vec![s("bar")])),
+            ("baz", arr(vec![s("1"), s("2"), s("3")])),
+        ],
+    );
     // A bare key resets an array to nil; `||=` then starts a new one.
     check("foo[]=1&foo&foo[]=2", vec![("foo", arr(vec![s("2")]))]);
     check("a[][]=1", vec![("a", arr(vec![arr(vec![s("1")])]))]);
@@ -100,11 +133,29 @@ fn arrays() {
 
 #[test]
 fn hashes() {
-    check("x[y][z]", vec![("x", obj(vec![("y", obj(vec![("z", Value::Null)]))]))]);
-    check("x[y][z]=1", vec![("x", obj(vec![("y", obj(vec![("z", s("1"))]))]))]);
-    check("x[y][z][]=1", vec![("x", obj(vec![("y", obj(vec![("z", arr(vec![s("1")]))]))]))]);
-    check("x[y][z]=1&x[y][z]=2", vec![("x", obj(vec![("y", obj(vec![("z", s("2"))]))]))]);
-    check("x[y][z][]=1&x[y][z][]=2", vec![("x", obj(vec![("y", obj(vec![("z", arr(vec![s("1"), s("2")]))]))]))]);
+    check(
+        "x[y][z]",
+        vec![("x", obj(vec![("y", obj(vec![("z", Value::Null)]))]))],
+    );
+    check(
+        "x[y][z]=1",
+        vec![("x", obj(vec![("y", obj(vec![("z", s("1"))]))]))],
+    );
+    check(
+        "x[y][z][]=1",
+        vec![("x", obj(vec![("y", obj(vec![("z", arr(vec![s("1")]))]))]))],
+    );
+    check(
+        "x[y][z]=1&x[y][z]=2",
+        vec![("x", obj(vec![("y", obj(vec![("z", s("2"))]))]))],
+    );
+    check(
+        "x[y][z][]=1&x[y][z][]=2",
+        vec![(
+            "x",
+            obj(vec![("y", obj(vec![("z", arr(vec![s("1"), s("2")]))]))]),
+        )],
+    );
     // Rack 2 strips brackets before the first key.
     check("[foo]=1", vec![("foo", s("1"))]);
     check("x]=1", vec![("x", s("1"))]);
@@ -117,17 +168,35 @@ fn hashes() {
 fn hashes_inside_arrays() {
     let y = |items: Vec<Value>| vec![("x", obj(vec![("y", arr(items))]))];
     check("x[y][][z]=1", y(vec![obj(vec![("z", s("1"))])]));
-    check("x[y][][z][]=1", y(vec![obj(vec![("z", arr(vec![s("1")]))])]));
-    check("x[y][][z]=1&x[y][][w]=2", y(vec![obj(vec![("z", s("1")), ("w", s("2"))])]));
-    check("x[y][][v][w]=1", y(vec![obj(vec![("v", obj(vec![("w", s("1"))]))])]));
+    check(
+        "x[y][][z][]=1",
+        y(vec![obj(vec![("z", arr(vec![s("1")]))])]),
+    );
+    check(
+        "x[y][][z]=1&x[y][][w]=2",
+        y(vec![obj(vec![("z", s("1")), ("w", s("2"))])]),
+    );
+    check(
+        "x[y][][v][w]=1",
+        y(vec![obj(vec![("v", obj(vec![("w", s("1"))]))])]),
+    );
     check(
         "x[y][][z]=1&x[y][][v][w]=2",
-        y(vec![obj(vec![("z", s("1")), ("v", obj(vec![("w", s("2"))]))])]),
+        y(vec![obj(vec![
+            ("z", s("1")),
+            ("v", obj(vec![("w", s("2"))])),
+        ])]),
     );
-    check("x[y][][z]=1&x[y][][z]=2", y(vec![obj(vec![("z", s("1"))]), obj(vec![("z", s("2"))])]));
+    check(
+        "x[y][][z]=1&x[y][][z]=2",
+        y(vec![obj(vec![("z", s("1"))]), obj(vec![("z", s("2"))])]),
+    );
     check(
         "x[y][][z]=1&x[y][][w]=a&x[y][][z]=2&x[y][][w]=3",
-        y(vec![obj(vec![("z", s("1")), ("w", s("a"))]), obj(vec![("z", s("2")), ("w", s("3"))])]),
+        y(vec![
+            obj(vec![("z", s("1")), ("w", s("a"))]),
+            obj(vec![("z", s("2")), ("w", s("3"))]),
+        ]),
     );
     check(
         "x[][y]=1&x[][z][w]=a&x[][y]=2&x[][z][w]=b",
@@ -156,7 +225,10 @@ fn hashes_inside_arrays() {
             "data",
             obj(vec![(
                 "books",
-                arr(vec![obj(vec![("data", obj(vec![("page", s("1"))]))]), obj(vec![("data", obj(vec![("page", s("2"))]))])]),
+                arr(vec![
+                    obj(vec![("data", obj(vec![("page", s("1"))]))]),
+                    obj(vec![("data", obj(vec![("page", s("2"))]))]),
+                ]),
             )]),
         )],
     );
@@ -166,29 +238,60 @@ fn hashes_inside_arrays() {
 fn conflicting_types_are_errors() {
     assert_eq!(
         parse_err("x[y]=1&x[y]z=2"),
-        RackError::Type { expected: "Hash", got: "String", param: "y".into() }
+        RackError::Type {
+            expected: "Hash",
+            got: "String",
+            param: "y".into()
+        }
     );
-    assert_eq!(parse_err("x[y]=1&x[]=1"), RackError::Type { expected: "Array", got: "Hash", param: "x".into() });
+    assert_eq!(
+        parse_err("x[y]=1&x[]=1"),
+        RackError::Type {
+            expected: "Array",
+            got: "Hash",
+            param: "x".into()
+        }
+    );
     assert_eq!(
         parse_err("x[y]=1&x[y][][w]=2"),
-        RackError::Type { expected: "Array", got: "String", param: "y".into() }
+        RackError::Type {
+            expected: "Array",
+            got: "String",
+            param: "y".into()
+        }
     );
-    assert_eq!(parse_err("hosts=a&hosts[][uuid]=b").to_string(), "expected Array (got String) for param `hosts'");
+    assert_eq!(
+        parse_err("hosts=a&hosts[][uuid]=b").to_string(),
+        "expected Array (got String) for param `hosts'"
+    );
 }
 
 #[test]
 fn depth_and_count_limits() {
     let deep = format!("a{}=1", "[b]".repeat(40));
-    assert!(matches!(parse_err(&deep), RackError::TooDeep { limit: 32, .. }));
+    assert!(matches!(
+        parse_err(&deep),
+        RackError::TooDeep { limit: 32, .. }
+    ));
     let ok = format!("a{}=1", "[b]".repeat(30));
     parse(&ok);
     let deep_arrays = format!("a{}=1", "[][b]".repeat(40));
     assert!(matches!(parse_err(&deep_arrays), RackError::TooDeep { .. }));
     let many = "a[]=1&".repeat(11);
-    let r = parse_nested_query(many.as_bytes(), Limits { max_depth: 32, max_params: 10 });
+    let r = parse_nested_query(
+        many.as_bytes(),
+        Limits {
+            max_depth: 32,
+            max_params: 10,
+        },
+    );
     assert_eq!(r, Err(RackError::TooManyParams { limit: 10 }));
     let long_name = format!("{}=1", "k".repeat(10_000));
-    let e = RackError::TooDeep { param: "k".repeat(10_000), limit: 1 }.to_string();
+    let e = RackError::TooDeep {
+        param: "k".repeat(10_000),
+        limit: 1,
+    }
+    .to_string();
     assert!(e.len() < 200, "messages do not echo whole names");
     parse(&long_name);
 }
@@ -220,8 +323,14 @@ fn katello_repository_list() {
         vec![(
             "repositories",
             arr(vec![
-                obj(vec![("repository", s("org/a")), ("auth_required", s("true"))]),
-                obj(vec![("repository", s("org/b")), ("auth_required", s("false"))]),
+                obj(vec![
+                    ("repository", s("org/a")),
+                    ("auth_required", s("true")),
+                ]),
+                obj(vec![
+                    ("repository", s("org/b")),
+                    ("auth_required", s("false")),
+                ]),
             ]),
         )],
     );
@@ -285,7 +394,13 @@ fn katello_nil_uuid_in_a_mapping_leaves_entry_keys_in_the_hash() {
         )],
     );
     // First in the body, with no repositories: a nil element.
-    check("hosts[][]&hosts[][u1]", vec![("hosts", arr(vec![Value::Null, obj(vec![("u1", Value::Null)])]))]);
+    check(
+        "hosts[][]&hosts[][u1]",
+        vec![(
+            "hosts",
+            arr(vec![Value::Null, obj(vec![("u1", Value::Null)])]),
+        )],
+    );
 }
 
 #[test]
@@ -295,7 +410,13 @@ fn katello_user_with_no_repositories() {
         vec![(
             "users",
             arr(vec![obj(vec![
-                ("admin", arr(vec![obj(vec![("repository", s("a")), ("auth_required", s("true"))])])),
+                (
+                    "admin",
+                    arr(vec![obj(vec![
+                        ("repository", s("a")),
+                        ("auth_required", s("true")),
+                    ])]),
+                ),
                 ("bob", Value::Null),
             ])]),
         )],
@@ -313,11 +434,17 @@ fn ten_thousand_hosts_in_one_hash() {
     let started = std::time::Instant::now();
     let parsed = parse(&q);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    let Some(Value::Array(items)) = parsed.get("hosts") else { panic!("hosts") };
+    let Some(Value::Array(items)) = parsed.get("hosts") else {
+        panic!("hosts")
+    };
     assert_eq!(items.len(), 1);
-    let Value::Object(hosts) = &items[0] else { panic!("hash") };
+    let Value::Object(hosts) = &items[0] else {
+        panic!("hash")
+    };
     assert_eq!(hosts.len(), 10_000);
-    let Some(Value::Array(entries)) = hosts.get("host-9999") else { panic!("host-9999") };
+    let Some(Value::Array(entries)) = hosts.get("host-9999") else {
+        panic!("host-9999")
+    };
     assert_eq!(entries.len(), 5);
 }
 

@@ -10,8 +10,20 @@ fn pushed() -> Snapshot {
     s.repositories.insert("org/pub".into(), false);
     s.repositories.insert("org/priv".into(), true);
     s.hosts.insert("h1".into());
-    s.host_mappings.insert("h1".into(), Mapping { repositories: RepoSet::new(["org/priv"]), updated_at: t });
-    s.user_mappings.insert("admin".into(), Mapping { repositories: RepoSet::new(["org/priv"]), updated_at: t });
+    s.host_mappings.insert(
+        "h1".into(),
+        Mapping {
+            repositories: RepoSet::new(["org/priv"]),
+            updated_at: t,
+        },
+    );
+    s.user_mappings.insert(
+        "admin".into(),
+        Mapping {
+            repositories: RepoSet::new(["org/priv"]),
+            updated_at: t,
+        },
+    );
     s
 }
 
@@ -59,7 +71,15 @@ fn state_round_trips_through_a_restart() {
     let (store, report) = StateStore::open(dir.path());
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.state_loaded && store.is_loaded());
-    assert_eq!((report.repositories, report.hosts, report.host_mappings, report.user_mappings), (2, 1, 1, 1));
+    assert_eq!(
+        (
+            report.repositories,
+            report.hosts,
+            report.host_mappings,
+            report.user_mappings
+        ),
+        (2, 1, 1, 1)
+    );
     assert!(same_content(&store.snapshot(), &pushed()));
 }
 
@@ -76,11 +96,23 @@ fn state_dir_is_created_when_missing() {
 #[test]
 fn corrupt_file_is_moved_aside_reported_and_store_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(STATE_FILE), b"{\"version\":1,\"repositories\":{\"a\":tru").unwrap();
+    std::fs::write(
+        dir.path().join(STATE_FILE),
+        b"{\"version\":1,\"repositories\":{\"a\":tru",
+    )
+    .unwrap();
     let (store, report) = StateStore::open(dir.path());
     assert_eq!(report.problems.len(), 1);
-    assert!(report.problems[0].contains("state.json"), "{}", report.problems[0]);
-    assert!(report.problems[0].contains("moved aside"), "{}", report.problems[0]);
+    assert!(
+        report.problems[0].contains("state.json"),
+        "{}",
+        report.problems[0]
+    );
+    assert!(
+        report.problems[0].contains("moved aside"),
+        "{}",
+        report.problems[0]
+    );
     assert_eq!(report.moved_aside.len(), 1);
     assert!(!report.state_loaded && !store.is_loaded());
     assert!(store.snapshot().repositories.is_empty());
@@ -96,7 +128,13 @@ fn corrupt_file_is_moved_aside_reported_and_store_starts_empty() {
 
 #[test]
 fn wrong_shape_and_future_versions_are_not_trusted() {
-    for body in [&b"[]"[..], b"{\"version\":1,\"hosts\":{}}", b"{\"version\":2}", b"\xff\xfe", b""] {
+    for body in [
+        &b"[]"[..],
+        b"{\"version\":1,\"hosts\":{}}",
+        b"{\"version\":2}",
+        b"\xff\xfe",
+        b"",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(STATE_FILE), body).unwrap();
         let (store, report) = StateStore::open(dir.path());
@@ -107,7 +145,11 @@ fn wrong_shape_and_future_versions_are_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(STATE_FILE), b"{\"version\":2}").unwrap();
     let (_, report) = StateStore::open(dir.path());
-    assert!(report.problems[0].contains("version 2"), "{}", report.problems[0]);
+    assert!(
+        report.problems[0].contains("version 2"),
+        "{}",
+        report.problems[0]
+    );
 }
 
 #[test]
@@ -176,7 +218,10 @@ fn rejected_change_leaves_state_and_file_alone() {
     let r = store.replace(|_| Err::<Snapshot, _>("bad body"));
     assert!(matches!(r, Err(StoreError::Rejected("bad body"))));
     assert!(Arc::ptr_eq(&before, &store.snapshot()));
-    assert_eq!(std::fs::read(dir.path().join(STATE_FILE)).unwrap(), file_before);
+    assert_eq!(
+        std::fs::read(dir.path().join(STATE_FILE)).unwrap(),
+        file_before
+    );
 }
 
 #[test]
@@ -192,7 +237,9 @@ fn generation_increases_with_every_swap() {
 fn in_memory_store_is_loaded_and_has_tokens() {
     let store = StateStore::in_memory(pushed());
     assert!(store.is_loaded());
-    store.tokens().insert("d", "admin", SystemTime::now() + Duration::from_secs(60));
+    store
+        .tokens()
+        .insert("d", "admin", SystemTime::now() + Duration::from_secs(60));
     assert_eq!(store.tokens().users(), vec!["admin".to_owned()]);
 }
 
@@ -201,7 +248,9 @@ fn tokens_are_opened_from_the_same_dir() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (store, _) = StateStore::open(dir.path());
-        store.tokens().insert("d", "admin", SystemTime::now() + Duration::from_secs(600));
+        store
+            .tokens()
+            .insert("d", "admin", SystemTime::now() + Duration::from_secs(600));
     }
     let (store, report) = StateStore::open(dir.path());
     assert_eq!(report.tokens, 1);
@@ -214,19 +263,31 @@ fn ten_thousand_hosts_persist_and_reload() {
     let (store, _) = StateStore::open(dir.path());
     let mut s = Snapshot::default();
     for r in 0..50 {
-        s.repositories.insert(format!("org/repo{r}").into(), r % 5 != 0);
+        s.repositories
+            .insert(format!("org/repo{r}").into(), r % 5 != 0);
     }
     let now = SystemTime::now();
     for h in 0..10_000 {
         let uuid: Arc<str> = format!("{h:08x}-0000-4000-8000-000000000000").into();
         s.hosts.insert(uuid.clone());
-        let repos: Vec<Arc<str>> = (0..10).map(|r| s.intern_repository(&format!("org/repo{}", (h + r) % 50))).collect();
-        s.host_mappings.insert(uuid, Mapping { repositories: RepoSet::from_arcs(repos), updated_at: now });
+        let repos: Vec<Arc<str>> = (0..10)
+            .map(|r| s.intern_repository(&format!("org/repo{}", (h + r) % 50)))
+            .collect();
+        s.host_mappings.insert(
+            uuid,
+            Mapping {
+                repositories: RepoSet::from_arcs(repos),
+                updated_at: now,
+            },
+        );
     }
     let started = std::time::Instant::now();
     set(&store, s.clone());
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(10), "persisting 10,000 hosts took {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "persisting 10,000 hosts took {took:?}"
+    );
     let (reopened, report) = StateStore::open(dir.path());
     assert_eq!(report.hosts, 10_000);
     let loaded = reopened.snapshot();

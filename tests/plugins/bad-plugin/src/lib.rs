@@ -22,7 +22,9 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use container_gateway_plugin_abi::{ABI_VERSION, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, status};
+use container_gateway_plugin_abi::{
+    ABI_VERSION, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, status,
+};
 
 /// Buffers handed to the host and not yet returned through `free_buf`.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -71,7 +73,11 @@ fn buf(bytes: impl Into<Vec<u8>>) -> CgBuf {
     let boxed: Box<[u8]> = bytes.into().into_boxed_slice();
     let len = boxed.len();
     LIVE.fetch_add(1, Ordering::SeqCst);
-    CgBuf { ptr: Box::into_raw(boxed).cast::<u8>(), len, cap: len }
+    CgBuf {
+        ptr: Box::into_raw(boxed).cast::<u8>(),
+        len,
+        cap: len,
+    }
 }
 
 unsafe extern "C" fn free_buf(buf: CgBuf) {
@@ -90,7 +96,9 @@ unsafe extern "C" fn init(
     out_error: *mut CgBuf,
 ) -> u32 {
     // SAFETY: the host lends the configuration for this call.
-    let config = unsafe { config_json.as_bytes() }.and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+    let config = unsafe { config_json.as_bytes() }
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("");
     match parse_mode(config) {
         Some(mode) => {
             // SAFETY: the host passes a writable out-pointer.
@@ -127,43 +135,84 @@ fn echo(req: &CgAuthRequest) -> String {
         text(req.path),
         text(req.peer),
         text(req.authorization),
-        if req.forwarded_cert.ptr.is_null() { "-".to_owned() } else { req.forwarded_cert.len.to_string() },
+        if req.forwarded_cert.ptr.is_null() {
+            "-".to_owned()
+        } else {
+            req.forwarded_cert.len.to_string()
+        },
         sizes.join(",")
     )
 }
 
-unsafe extern "C" fn authenticate(instance: *const c_void, request: *const CgAuthRequest, out: *mut CgBuf) -> u32 {
+unsafe extern "C" fn authenticate(
+    instance: *const c_void,
+    request: *const CgAuthRequest,
+    out: *mut CgBuf,
+) -> u32 {
     // SAFETY: the instance is a `Mode` boxed by `init`.
     let mode = unsafe { *instance.cast::<Mode>() };
     let (code, answer) = match mode {
         Mode::Ok => (status::ALLOW, buf(r#"{"kind":"user","id":"ok"}"#)),
         Mode::Echo => {
             // SAFETY: the host lends the request for the duration of the call.
-            let described = unsafe { request.as_ref() }.map_or_else(|| "no request".to_owned(), echo);
-            (status::ALLOW, buf(format!(r#"{{"kind":"user","id":"{described}"}}"#)))
+            let described =
+                unsafe { request.as_ref() }.map_or_else(|| "no request".to_owned(), echo);
+            (
+                status::ALLOW,
+                buf(format!(r#"{{"kind":"user","id":"{described}"}}"#)),
+            )
         }
         Mode::Count => {
             let live = LIVE.load(Ordering::SeqCst);
-            (status::ALLOW, buf(format!(r#"{{"kind":"user","id":"live-{live}"}}"#)))
+            (
+                status::ALLOW,
+                buf(format!(r#"{{"kind":"user","id":"live-{live}"}}"#)),
+            )
         }
         Mode::Deny => (status::DENY, buf("bad-plugin denies as configured")),
         Mode::Error => (status::ERROR, buf("bad-plugin backend is down")),
-        Mode::Panic => match std::panic::catch_unwind(|| -> u32 { panic!("bad-plugin panics as configured") }) {
-            Ok(_) => (status::ERROR, CgBuf::EMPTY),
-            Err(_) => (status::PANIC, buf("bad-plugin caught its own panic")),
-        },
-        Mode::BadUtf8 => (status::ALLOW, buf(b"{\"kind\":\"user\",\"id\":\"\xff\xfe\"}".to_vec())),
+        Mode::Panic => {
+            match quiet_catch_unwind(|| -> u32 { panic!("bad-plugin panics as configured") }) {
+                Ok(_) => (status::ERROR, CgBuf::EMPTY),
+                Err(_) => (status::PANIC, buf("bad-plugin caught its own panic")),
+            }
+        }
+        Mode::BadUtf8 => (
+            status::ALLOW,
+            buf(b"{\"kind\":\"user\",\"id\":\"\xff\xfe\"}".to_vec()),
+        ),
         Mode::BadJson => (status::ALLOW, buf(r#"{"kind":"user","id":"#)),
         Mode::UnknownKind => (status::ALLOW, buf(r#"{"kind":"robot","id":"r2d2"}"#)),
-        Mode::KindMismatch => (status::ALLOW, buf(format!(r#"{{"kind":"token","sha256":"{}"}}"#, "0".repeat(64)))),
+        Mode::KindMismatch => (
+            status::ALLOW,
+            buf(format!(
+                r#"{{"kind":"token","sha256":"{}"}}"#,
+                "0".repeat(64)
+            )),
+        ),
         Mode::BadToken => (status::TOKEN, buf(r#"{"kind":"token","sha256":"NOT-HEX"}"#)),
         Mode::BadDenyUtf8 => (status::DENY, buf(b"\xff\xfe".to_vec())),
         Mode::UnknownStatus => (99, buf("?")),
-        Mode::NullWithLen => (status::ALLOW, CgBuf { ptr: std::ptr::null_mut(), len: 5, cap: 0 }),
+        Mode::NullWithLen => (
+            status::ALLOW,
+            CgBuf {
+                ptr: std::ptr::null_mut(),
+                len: 5,
+                cap: 0,
+            },
+        ),
     };
     // SAFETY: the host passes a writable out-pointer.
     unsafe { out.write(answer) };
     code
+}
+
+/// `catch_unwind` without the default hook's message on stderr (the hook
+/// belongs to this library's own copy of `std`).
+fn quiet_catch_unwind<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> std::thread::Result<R> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+    std::panic::catch_unwind(f)
 }
 
 unsafe extern "C" fn destroy(instance: *mut c_void) {
