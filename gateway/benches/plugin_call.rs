@@ -159,6 +159,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("direct Rust call (rlib)", |b| {
         b.iter(|| black_box(direct.authenticate(black_box(&no_cert))))
     });
+    group.bench_function("ABI no peer", |b| {
+        b.iter(|| black_box(through_abi.authenticate(black_box(&none_nopeer))))
+    });
     group.finish();
 }
 

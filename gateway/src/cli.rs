@@ -1,4 +1,4 @@
-//! The command line (contract §8): `serve`, `check-config`, `demo`.
+//! The command line (contract §8): `serve`, `check-config`, `demo`, `import-settings`.
 
 use std::path::PathBuf;
 
@@ -24,6 +24,28 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/container-gateway/gateway.toml")]
         config: PathBuf,
     },
+    /// Explain what one client sees and why: where its repositories come from,
+    /// the Flatpak refs it gets, and every app whose runtime it cannot see.
+    #[command(group = clap::ArgGroup::new("who").required(true).multiple(false))]
+    Explain {
+        #[arg(long, short, default_value = "/etc/container-gateway/gateway.toml")]
+        config: PathBuf,
+        /// A host, by consumer UUID.
+        #[arg(long, group = "who")]
+        host: Option<String>,
+        /// A token user, by login.
+        #[arg(long, group = "who")]
+        user: Option<String>,
+        /// An anonymous client.
+        #[arg(long, group = "who")]
+        anonymous: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The OCI architecture whose Flatpak index to examine.
+        #[arg(long, default_value = "amd64")]
+        arch: String,
+    },
     /// Start a sample Pulp, a sample central and the gateway on loopback, and
     /// print commands that show two hosts seeing different indexes.
     Demo {
@@ -34,4 +56,8 @@ pub enum Command {
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
     },
+    /// Write a gateway.toml from smart_proxy_container_gateway's settings
+    /// (foreman-proxy's settings.yml and settings.d/container_gateway.yml).
+    #[command(after_help = crate::import::EXIT_CODES_HELP)]
+    ImportSettings(crate::import::ImportArgs),
 }

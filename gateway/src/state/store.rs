@@ -108,6 +108,17 @@ impl StateStore {
         (store, report)
     }
 
+    /// Read the persisted snapshot without changing anything on disk (for
+    /// commands that inspect a running gateway's state).
+    pub fn read_snapshot(dir: &Path) -> Result<Snapshot, String> {
+        let path = dir.join(STATE_FILE);
+        match persist::read_versioned::<file::In>(&path) {
+            Ok(Some(parsed)) => Ok(parsed.into_snapshot(SystemTime::now())),
+            Ok(None) => Ok(Snapshot::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
     /// A store that never touches the disk (tests, demo).
     pub fn in_memory(initial: Snapshot) -> Self {
         Self {

@@ -25,7 +25,14 @@ pub fn error_code(body: &[u8]) -> String {
 }
 
 /// Assert a response is a registry-format error with this status and code.
-pub fn assert_error(what: &str, status: u16, content_type: Option<&str>, body: &[u8], want_status: u16, want_code: &str) {
+pub fn assert_error(
+    what: &str,
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+    want_status: u16,
+    want_code: &str,
+) {
     assert_eq!(
         status,
         want_status,
@@ -112,17 +119,24 @@ pub fn index_names(body: &[u8]) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("index is not JSON ({e}): {}", String::from_utf8_lossy(body)));
     let registry = v["Registry"].as_str().expect("Registry is a string");
-    assert!(registry.ends_with('/'), "Registry ends with a slash: {registry}");
+    assert!(
+        registry.ends_with('/'),
+        "Registry ends with a slash: {registry}"
+    );
     let results = v["Results"].as_array().expect("Results is an array");
     let mut names = Vec::new();
     for r in results {
-        let name = r["Name"].as_str().unwrap_or_else(|| panic!("entry without a Name: {r}"));
+        let name = r["Name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("entry without a Name: {r}"));
         let images = r["Images"]
             .as_array()
             .unwrap_or_else(|| panic!("entry {name} without an Images array: {r}"));
         for i in images {
             assert!(
-                i["Digest"].as_str().is_some_and(|d| d.starts_with("sha256:")),
+                i["Digest"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("sha256:")),
                 "{name}: image digest: {i}"
             );
             for key in ["MediaType", "OS", "Architecture"] {
@@ -148,8 +162,12 @@ pub fn images_with_ref(body: &[u8], flatpak_ref: &str) -> usize {
 
 /// `repositories` of a `_catalog` body.
 pub fn catalog_names(body: &[u8]) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("catalog is not JSON ({e}): {}", String::from_utf8_lossy(body)));
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "catalog is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
     v["repositories"]
         .as_array()
         .unwrap_or_else(|| panic!("no repositories array: {v}"))
