@@ -138,6 +138,7 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    let none_nopeer = AuthFacts { method: "GET", path: "/v2/_catalog", ..Default::default() };
     let none = AuthFacts {
         method: "GET",
         path: "/v2/_catalog",

@@ -37,10 +37,13 @@ impl Notifier {
 
     pub fn new(socket: Option<OsString>) -> Self {
         use std::os::unix::ffi::OsStrExt;
-        let target = socket.filter(|s| !s.is_empty()).map(|s| match s.as_bytes().strip_prefix(b"@") {
-            Some(name) => Target::Abstract(name.to_vec()),
-            None => Target::Path(PathBuf::from(s)),
-        });
+        let target =
+            socket
+                .filter(|s| !s.is_empty())
+                .map(|s| match s.as_bytes().strip_prefix(b"@") {
+                    Some(name) => Target::Abstract(name.to_vec()),
+                    None => Target::Path(PathBuf::from(s)),
+                });
         Self { target }
     }
 
@@ -53,7 +56,9 @@ impl Notifier {
     }
 
     fn send(&self, message: &str) -> io::Result<()> {
-        let Some(target) = &self.target else { return Ok(()) };
+        let Some(target) = &self.target else {
+            return Ok(());
+        };
         let socket = UnixDatagram::unbound()?;
         let sent = match target {
             Target::Path(path) => socket.send_to(message.as_bytes(), path)?,
@@ -72,12 +77,16 @@ impl Notifier {
 
 /// `CLOCK_MONOTONIC` in microseconds, as systemd >= 253 wants next to `RELOADING=1`.
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
         return 0;
     }
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000
 }
 
 /// Start the gateway, report readiness, and handle signals until it stops.
@@ -88,7 +97,11 @@ pub async fn run(path: &Path, config: Config, log_filter: LogFilter) -> i32 {
         Ok(r) => r,
         Err(e) => return start_failed(&notifier, e),
     };
-    let signals = (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    let signals = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     let (mut hup, mut term, mut int) = match signals {
         (Ok(h), Ok(t), Ok(i)) => (h, t, i),
         (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
@@ -159,7 +172,11 @@ fn start_failed(notifier: &Notifier, e: StartError) -> i32 {
 }
 
 fn serving_status(running: &Running) -> String {
-    let state = if running.shared.state.is_loaded() { "state loaded" } else { "no state yet (waiting for Katello to sync)" };
+    let state = if running.shared.state.is_loaded() {
+        "state loaded"
+    } else {
+        "no state yet (waiting for Katello to sync)"
+    };
     format!(
         "Serving: TLS {:?}, plain {:?}, admin {:?}; {state}",
         running.tls_addrs, running.plain_addrs, running.admin_addr
@@ -170,14 +187,23 @@ fn serving_status(running: &Running) -> String {
 /// dropping connections: the server certificate, key and client CA names,
 /// and `log.filter`. All of it applies or none of it does; on failure the
 /// first problem is returned (every problem is logged).
-pub fn reload(path: &Path, current: &Config, tls: Option<&ServerTls>, log_filter: &LogFilter) -> Result<(), String> {
+pub fn reload(
+    path: &Path,
+    current: &Config,
+    tls: Option<&ServerTls>,
+    log_filter: &LogFilter,
+) -> Result<(), String> {
     let next = match config::load(path) {
         Ok(c) => c,
         Err(problems) => {
             for p in &problems.0 {
                 tracing::error!(key = %p.key, "reload rejected, the running configuration stays: {}", p.message);
             }
-            return Err(problems.0.first().map(ToString::to_string).unwrap_or_default());
+            return Err(problems
+                .0
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default());
         }
     };
     if let Some(tls) = tls {
@@ -209,10 +235,22 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let checks: [(&'static str, &dyn Debug, &dyn Debug); 15] = [
         ("server.listen", &o.listen, &n.listen),
         ("server.listen_plain", &o.listen_plain, &n.listen_plain),
-        ("server.trusted_frontends", &o.trusted_frontends, &n.trusted_frontends),
+        (
+            "server.trusted_frontends",
+            &o.trusted_frontends,
+            &n.trusted_frontends,
+        ),
         ("server.public_url", &o.public_url, &n.public_url),
-        ("server.client_request_timeout_secs", &o.client_request_timeout, &n.client_request_timeout),
-        ("server.shutdown_timeout_secs", &o.shutdown_timeout, &n.shutdown_timeout),
+        (
+            "server.client_request_timeout_secs",
+            &o.client_request_timeout,
+            &n.client_request_timeout,
+        ),
+        (
+            "server.shutdown_timeout_secs",
+            &o.shutdown_timeout,
+            &n.shutdown_timeout,
+        ),
         ("server.workers", &o.workers, &n.workers),
         // The subscription-certificate plugin loaded its trust anchors at start.
         ("server.client_ca (plugins)", &o.client_ca, &n.client_ca),
@@ -224,7 +262,11 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("plugins", &old.plugins, &new.plugins),
         ("admin.listen", &old.admin_listen, &new.admin_listen),
     ];
-    checks.into_iter().filter(|(_, a, b)| differs(*a, *b)).map(|(key, ..)| key).collect()
+    checks
+        .into_iter()
+        .filter(|(_, a, b)| differs(*a, *b))
+        .map(|(key, ..)| key)
+        .collect()
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ impl LogFilter {
         if rust_log().is_some() {
             return Ok(());
         }
-        let Some(reload) = &self.reload else { return Ok(()) };
+        let Some(reload) = &self.reload else {
+            return Ok(());
+        };
         let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
         reload(filter)
     }
@@ -33,33 +35,47 @@ fn rust_log() -> Option<String> {
 
 pub fn init_logging(filter: &str) -> LogFilter {
     let filter = rust_log().unwrap_or_else(|| filter.to_owned());
-    let env_filter =
-        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Under systemd, journald stamps each line itself and colours are noise.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
     // The two formats are different types, hence two arms that look alike.
-    let reload: Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync> = if journald {
-        let builder = builder.without_time().with_ansi(false).with_filter_reloading();
-        let handle = builder.reload_handle();
-        if builder.try_init().is_err() {
-            return LogFilter { reload: None };
-        }
-        Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
-    } else {
-        let builder = builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter_reloading();
-        let handle = builder.reload_handle();
-        if builder.try_init().is_err() {
-            return LogFilter { reload: None };
-        }
-        Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
-    };
-    LogFilter { reload: Some(reload) }
+    let reload: Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync> =
+        if journald {
+            let builder = builder
+                .without_time()
+                .with_ansi(false)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_err() {
+                return LogFilter { reload: None };
+            }
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        } else {
+            let builder = builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_err() {
+                return LogFilter { reload: None };
+            }
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        };
+    LogFilter {
+        reload: Some(reload),
+    }
 }
 
 fn load_or_report(path: &Path) -> Result<Config, i32> {
     config::load(path).map_err(|problems| {
-        eprintln!("{}: configuration has {} problem(s):", path.display(), problems.0.len());
+        eprintln!(
+            "{}: configuration has {} problem(s):",
+            path.display(),
+            problems.0.len()
+        );
         for p in &problems.0 {
             eprintln!("  {p}");
         }
@@ -79,7 +95,12 @@ pub fn check_config(path: &Path) -> i32 {
                 path.display(),
                 config.server.listen.len(),
                 config.server.listen_plain.len(),
-                prepared.backends.iter().map(|b| b.name().to_owned()).collect::<Vec<_>>().join(", "),
+                prepared
+                    .backends
+                    .iter()
+                    .map(|b| b.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 config.pulp.endpoint,
                 config.pulp.registry_path,
                 config.central.url,
@@ -87,7 +108,11 @@ pub fn check_config(path: &Path) -> i32 {
             0
         }
         Err(problems) => {
-            eprintln!("{}: configuration has {} problem(s):", path.display(), problems.0.len());
+            eprintln!(
+                "{}: configuration has {} problem(s):",
+                path.display(),
+                problems.0.len()
+            );
             for p in &problems.0 {
                 eprintln!("  {p}");
             }

@@ -24,15 +24,20 @@ struct Pki {
 impl Pki {
     fn new() -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "lifecycle test CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "lifecycle test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Pki { ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
+        Pki {
+            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
     }
 
     /// A server certificate for localhost/127.0.0.1 written as `server.pem` /
     /// `server-key.pem`; returns its DER to compare with what a handshake shows.
     fn write_server(&self, dir: &Path) -> Vec<u8> {
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
         // Written aside and renamed, as a certificate tool does, so a reload never reads half a file.
@@ -45,7 +50,10 @@ impl Pki {
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A stand-in for Pulp: 401 to everything, except that `/index/` answers an
@@ -85,7 +93,10 @@ fn answer_pulp(stream: TcpStream, index_delay: Duration, counter: &AtomicUsize) 
     let response = if request_line.contains("/index/") {
         std::thread::sleep(index_delay);
         let body = r#"{"Registry":"http://pulp.invalid/","Results":[]}"#;
-        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
     } else {
         "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
     };
@@ -106,7 +117,10 @@ struct Gateway {
 
 impl Gateway {
     fn start(pulp: SocketAddr) -> Gateway {
-        let dir = tempfile::Builder::new().prefix("gw-lifecycle-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("gw-lifecycle-")
+            .tempdir()
+            .unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("state")).unwrap();
         let pki = Pki::new();
@@ -161,14 +175,29 @@ filter = "info"
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        Gateway { dir, child, notify, tls, plain, admin, pki, first_cert }
+        Gateway {
+            dir,
+            child,
+            notify,
+            tls,
+            plain,
+            admin,
+            pki,
+            first_cert,
+        }
     }
 
     /// The next notification, as its `KEY=VALUE` lines.
     fn next_notification(&self) -> Vec<String> {
         let mut buf = [0u8; 4096];
-        let n = self.notify.recv(&mut buf).unwrap_or_else(|e| panic!("no notification within {WAIT:?}: {e}\n{}", self.log()));
-        String::from_utf8_lossy(&buf[..n]).lines().map(str::to_owned).collect()
+        let n = self
+            .notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification within {WAIT:?}: {e}\n{}", self.log()));
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Notifications up to and including the one with `key` (e.g. `READY=1`).
@@ -201,14 +230,22 @@ filter = "info"
     /// A fresh TLS connection (no session to resume), HTTP/1.1.
     fn tls_connect(&self) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(self.pki.ca.der().to_vec())).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        roots
+            .add(CertificateDer::from(self.pki.ca.der().to_vec()))
+            .unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+        let conn = rustls::ClientConnection::new(
+            Arc::new(config),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
         let sock = TcpStream::connect(self.tls).unwrap();
         sock.set_read_timeout(Some(WAIT)).unwrap();
         let mut stream = rustls::StreamOwned::new(conn, sock);
@@ -227,7 +264,12 @@ impl Drop for Gateway {
 }
 
 fn leaf(stream: &rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Vec<u8> {
-    stream.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).expect("the server sent a certificate")
+    stream
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .expect("the server sent a certificate")
 }
 
 /// Read one HTTP/1.1 response (sized by `Content-Length`): (status, body).
@@ -239,10 +281,18 @@ fn read_response(stream: &mut impl Read) -> (u16, String) {
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
     let length: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).expect("the response body");
@@ -254,7 +304,10 @@ fn request(path: &str) -> Vec<u8> {
 }
 
 /// A request on a kept-alive TLS connection.
-fn tls_get(stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>, path: &str) -> (u16, String) {
+fn tls_get(
+    stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    path: &str,
+) -> (u16, String) {
     stream.write_all(&request(path)).unwrap();
     stream.flush().unwrap();
     read_response(stream)
@@ -270,7 +323,11 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// The value of one series (`name{labels}`) in a `/metrics` body, 0 when absent.
 fn metric(body: &str, series: &str) -> f64 {
     body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
@@ -285,9 +342,24 @@ fn ready_is_sent_once_every_listener_accepts() {
             .unwrap_or_else(|e| panic!("{addr} does not accept after READY=1: {e}\n{}", gw.log()));
     }
     let ready = before_ready.last().unwrap();
-    assert!(ready.iter().any(|l| l.starts_with("STATUS=Serving")), "{ready:?}");
-    assert!(before_ready[0].iter().any(|l| l.starts_with("STATUS=Starting")), "{before_ready:?}");
-    assert_eq!(before_ready.iter().flatten().filter(|l| *l == "READY=1").count(), 1);
+    assert!(
+        ready.iter().any(|l| l.starts_with("STATUS=Serving")),
+        "{ready:?}"
+    );
+    assert!(
+        before_ready[0]
+            .iter()
+            .any(|l| l.starts_with("STATUS=Starting")),
+        "{before_ready:?}"
+    );
+    assert_eq!(
+        before_ready
+            .iter()
+            .flatten()
+            .filter(|l| *l == "READY=1")
+            .count(),
+        1
+    );
     assert_eq!(http_get(gw.admin, "/healthz").0, 200);
 }
 
@@ -299,29 +371,56 @@ fn sighup_rotates_the_certificate_and_keeps_open_connections() {
 
     let mut before = gw.tls_connect();
     assert_eq!(leaf(&before), gw.first_cert);
-    assert_eq!(tls_get(&mut before, "/v2/").0, 401, "anonymous /v2/ before the reload");
+    assert_eq!(
+        tls_get(&mut before, "/v2/").0,
+        401,
+        "anonymous /v2/ before the reload"
+    );
 
     let second_cert = gw.pki.write_server(&gw.dir());
     assert_ne!(second_cert, gw.first_cert);
     gw.signal(libc::SIGHUP);
     let messages = gw.wait_for("READY=1");
-    let reloading = messages.iter().find(|m| m.iter().any(|l| l == "RELOADING=1")).expect("RELOADING=1 before READY=1");
-    let usec = reloading.iter().find_map(|l| l.strip_prefix("MONOTONIC_USEC=")).expect("MONOTONIC_USEC next to RELOADING=1");
+    let reloading = messages
+        .iter()
+        .find(|m| m.iter().any(|l| l == "RELOADING=1"))
+        .expect("RELOADING=1 before READY=1");
+    let usec = reloading
+        .iter()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .expect("MONOTONIC_USEC next to RELOADING=1");
     assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{usec}");
 
     let mut after = gw.tls_connect();
-    assert_eq!(leaf(&after), second_cert, "a new handshake presents the new certificate");
+    assert_eq!(
+        leaf(&after),
+        second_cert,
+        "a new handshake presents the new certificate"
+    );
     assert_eq!(tls_get(&mut after, "/v2/").0, 401);
     // The connection opened before the reload still works, on its old session.
-    assert_eq!(tls_get(&mut before, "/v2/").0, 401, "keep-alive connection from before the reload");
+    assert_eq!(
+        tls_get(&mut before, "/v2/").0,
+        401,
+        "keep-alive connection from before the reload"
+    );
     assert_eq!(leaf(&before), gw.first_cert);
 
     // A broken certificate is refused and the current one stays.
     std::fs::write(gw.dir().join("server.pem"), "not a certificate").unwrap();
     gw.signal(libc::SIGHUP);
     let messages = gw.wait_for("READY=1");
-    let status = messages.last().unwrap().iter().find(|l| l.starts_with("STATUS=")).cloned().unwrap_or_default();
-    assert!(status.contains("last reload rejected: server.tls_cert"), "{status}");
+    let status = messages
+        .last()
+        .unwrap()
+        .iter()
+        .find(|l| l.starts_with("STATUS="))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        status.contains("last reload rejected: server.tls_cert"),
+        "{status}"
+    );
     assert_eq!(leaf(&gw.tls_connect()), second_cert);
     assert!(gw.log().contains("reload rejected"), "{}", gw.log());
 }
@@ -333,17 +432,30 @@ fn sigterm_lets_an_in_flight_request_finish() {
     gw.wait_for("READY=1");
 
     let plain = gw.plain;
-    let in_flight = std::thread::spawn(move || http_get(plain, "/index/static?label:org.flatpak.ref:exists=1"));
+    let in_flight =
+        std::thread::spawn(move || http_get(plain, "/index/static?label:org.flatpak.ref:exists=1"));
     let deadline = Instant::now() + WAIT;
     while pulp.requests.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the index request never reached Pulp");
+        assert!(
+            Instant::now() < deadline,
+            "the index request never reached Pulp"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     gw.signal(libc::SIGTERM);
     let stopping = gw.wait_for("STOPPING=1");
-    assert!(stopping.last().unwrap().iter().any(|l| l.starts_with("STATUS=Stopping")), "{stopping:?}");
+    assert!(
+        stopping
+            .last()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("STATUS=Stopping")),
+        "{stopping:?}"
+    );
 
-    let (status, body) = in_flight.join().expect("the in-flight request got a whole answer");
+    let (status, body) = in_flight
+        .join()
+        .expect("the in-flight request got a whole answer");
     assert_eq!(status, 200, "{body}");
     let exit = gw.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "{}", gw.log());
@@ -357,8 +469,17 @@ fn metrics_count_requests_and_access_log_has_one_line_each() {
 
     let (status, body) = http_get(gw.admin, "/metrics");
     assert_eq!(status, 200);
-    assert_eq!(metric(&body, r#"gateway_requests_total{route="/v2/",status="401"}"#), 0.0);
-    assert!(body.contains("# TYPE gateway_entitlement_coalesced_waits_total counter"), "{body}");
+    assert_eq!(
+        metric(
+            &body,
+            r#"gateway_requests_total{route="/v2/",status="401"}"#
+        ),
+        0.0
+    );
+    assert!(
+        body.contains("# TYPE gateway_entitlement_coalesced_waits_total counter"),
+        "{body}"
+    );
 
     for _ in 0..3 {
         assert_eq!(http_get(gw.plain, "/v2/").0, 401);
@@ -366,34 +487,94 @@ fn metrics_count_requests_and_access_log_has_one_line_each() {
     for _ in 0..2 {
         assert_eq!(http_get(gw.plain, "/no/such/route").0, 404);
     }
-    assert_eq!(http_get(gw.plain, "/v2/org/secret-repo/manifests/latest").0, 401);
+    assert_eq!(
+        http_get(gw.plain, "/v2/org/secret-repo/manifests/latest").0,
+        401
+    );
 
     let (_, body) = http_get(gw.admin, "/metrics");
-    assert_eq!(metric(&body, r#"gateway_requests_total{route="/v2/",status="401"}"#), 3.0, "{body}");
-    assert_eq!(metric(&body, r#"gateway_requests_total{route="-",status="404"}"#), 2.0, "{body}");
     assert_eq!(
-        metric(&body, r#"gateway_requests_total{route="/v2/{name}/manifests/{reference}",status="401"}"#),
+        metric(
+            &body,
+            r#"gateway_requests_total{route="/v2/",status="401"}"#
+        ),
+        3.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, r#"gateway_requests_total{route="-",status="404"}"#),
+        2.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            r#"gateway_requests_total{route="/v2/{name}/manifests/{reference}",status="401"}"#
+        ),
         1.0,
         "{body}"
     );
-    assert_eq!(metric(&body, r#"gateway_request_duration_seconds_count{route="/v2/"}"#), 3.0, "{body}");
-    assert!(body.contains(r#"gateway_request_duration_seconds_bucket{route="/v2/",le="0.005"}"#), "{body}");
-    assert_eq!(metric(&body, "gateway_plugin_call_duration_seconds_count"), 4.0, "{body}");
-    assert!(!body.contains("secret-repo"), "metrics never name a repository");
+    assert_eq!(
+        metric(
+            &body,
+            r#"gateway_request_duration_seconds_count{route="/v2/"}"#
+        ),
+        3.0,
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"gateway_request_duration_seconds_bucket{route="/v2/",le="0.005"}"#),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "gateway_plugin_call_duration_seconds_count"),
+        4.0,
+        "{body}"
+    );
+    assert!(
+        !body.contains("secret-repo"),
+        "metrics never name a repository"
+    );
 
     // /readyz: Pulp answers its probe, but no state was ever pushed.
     let (status, body) = http_get(gw.admin, "/readyz");
     assert_eq!(status, 503, "{body}");
     let readiness: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(readiness, serde_json::json!({"ready": false, "state_loaded": false, "pulp_answered": true}));
+    assert_eq!(
+        readiness,
+        serde_json::json!({"ready": false, "state_loaded": false, "pulp_answered": true})
+    );
     let (_, body) = http_get(gw.admin, "/metrics");
     assert_eq!(metric(&body, "gateway_pulp_answered"), 1.0, "{body}");
-    assert_eq!(metric(&body, r#"gateway_upstream_duration_seconds_count{upstream="pulp"}"#), 1.0, "{body}");
-    assert_eq!(http_get(gw.admin, "/v2/").0, 404, "the admin listener has none of the client routes");
+    assert_eq!(
+        metric(
+            &body,
+            r#"gateway_upstream_duration_seconds_count{upstream="pulp"}"#
+        ),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        http_get(gw.admin, "/v2/").0,
+        404,
+        "the admin listener has none of the client routes"
+    );
 
     let log = gw.log();
     let access: Vec<&str> = log.lines().filter(|l| l.contains(" access: ")).collect();
-    assert_eq!(access.len(), 6, "one access line per client request:\n{log}");
-    assert!(access.iter().all(|l| l.contains(" INFO ") && l.contains("status=") && l.contains("identity=")), "{log}");
-    assert!(!log.contains("secret-repo"), "logs never name a repository:\n{log}");
+    assert_eq!(
+        access.len(),
+        6,
+        "one access line per client request:\n{log}"
+    );
+    assert!(
+        access
+            .iter()
+            .all(|l| l.contains(" INFO ") && l.contains("status=") && l.contains("identity=")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("secret-repo"),
+        "logs never name a repository:\n{log}"
+    );
 }

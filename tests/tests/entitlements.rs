@@ -24,9 +24,12 @@ fn index_path() -> String {
 fn builder() -> gateway_tests::harness::TestEnvBuilder {
     TestEnv::builder()
         .pulp(|p| {
-            p.repo(FakeRepo::new(PUBLIC).image("latest", Image::flatpak_runtime("org.test.Platform", "1")))
-                .repo(FakeRepo::new(APP_A).image("latest", Image::flatpak_app("org.test.AppA")))
-                .repo(FakeRepo::new(APP_C).image("latest", Image::flatpak_app("org.test.AppC")))
+            p.repo(
+                FakeRepo::new(PUBLIC)
+                    .image("latest", Image::flatpak_runtime("org.test.Platform", "1")),
+            )
+            .repo(FakeRepo::new(APP_A).image("latest", Image::flatpak_app("org.test.AppA")))
+            .repo(FakeRepo::new(APP_C).image("latest", Image::flatpak_app("org.test.AppC")))
         })
         .central(|c| {
             c.public(&[PUBLIC])
@@ -61,7 +64,12 @@ async fn fifty_concurrent_first_requests_make_one_central_call() {
             assert_eq!(common::index_names(&r.body), vec![PUBLIC, APP_A]);
         }
     }
-    assert_eq!(env.central.catalog_calls_for_host(HOST_A), 1, "{:?}", env.central.requests().len());
+    assert_eq!(
+        env.central.catalog_calls_for_host(HOST_A),
+        1,
+        "{:?}",
+        env.central.requests().len()
+    );
     assert_eq!(env.central.catalog_calls(), 1);
     assert!(
         env.gateway.shared().entitlements.coalesced_waits() > 0,
@@ -72,7 +80,9 @@ async fn fifty_concurrent_first_requests_make_one_central_call() {
 
 #[test]
 fn central_down_serves_stale_answers_or_503_never_unfiltered_data() {
-    let mut env = builder().gateway(|g| g.cache_ttl(1).negative_ttl(1)).start();
+    let mut env = builder()
+        .gateway(|g| g.cache_ttl(1).negative_ttl(1))
+        .start();
     let a = env.curl_as(&env.host_cert(HOST_A));
     let c = env.curl_as(&env.host_cert(HOST_C));
     let d = env.curl_as(&env.host_cert(HOST_D));
@@ -87,7 +97,11 @@ fn central_down_serves_stale_answers_or_503_never_unfiltered_data() {
     let r = a.get(&index_path());
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(common::index_names(&r.body), vec![PUBLIC, APP_A]);
-    assert_eq!(env.central.catalog_calls_for_host(HOST_A), 2, "central was asked first");
+    assert_eq!(
+        env.central.catalog_calls_for_host(HOST_A),
+        2,
+        "central was asked first"
+    );
     let r = a.get("/v2/_catalog");
     assert_eq!(common::catalog_names(&r.body), vec![APP_A, PUBLIC]);
     let r = a.head(&format!("/v2/{APP_A}/manifests/latest"));
@@ -95,16 +109,30 @@ fn central_down_serves_stale_answers_or_503_never_unfiltered_data() {
 
     // C was never seen: nothing to fall back on, on any route.
     let pulp_before = env.pulp.total();
-    for path in [index_path(), "/v2/_catalog".to_owned(), format!("/v2/{APP_C}/manifests/latest")] {
+    for path in [
+        index_path(),
+        "/v2/_catalog".to_owned(),
+        format!("/v2/{APP_C}/manifests/latest"),
+    ] {
         let r = c.get(&path);
-        common::assert_error(&path, r.status, r.header("content-type"), &r.body, 503, "UNAVAILABLE");
+        common::assert_error(
+            &path,
+            r.status,
+            r.header("content-type"),
+            &r.body,
+            503,
+            "UNAVAILABLE",
+        );
         let retry: u64 = r
             .header("retry-after")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{path}: Retry-After in seconds: {:?}", r.headers));
         assert!(retry > 0);
         let text = r.text();
-        for marker in PRIVATE_MARKERS.iter().chain([&PUBLIC, &"org.test.Platform"]) {
+        for marker in PRIVATE_MARKERS
+            .iter()
+            .chain([&PUBLIC, &"org.test.Platform"])
+        {
             assert!(!text.contains(marker), "{path}: {text}");
         }
     }
@@ -114,13 +142,24 @@ fn central_down_serves_stale_answers_or_503_never_unfiltered_data() {
     env.central.clear_faults();
     env.central.stop();
     let r = d.get(&index_path());
-    common::assert_error("central down", r.status, r.header("content-type"), &r.body, 503, "UNAVAILABLE");
+    common::assert_error(
+        "central down",
+        r.status,
+        r.header("content-type"),
+        &r.body,
+        503,
+        "UNAVAILABLE",
+    );
     assert!(!r.text().contains("org/"), "{}", r.text());
     // Anonymous clients need no central: public only, as always.
     let r = env.curl().get(&index_path());
     assert_eq!(common::index_names(&r.body), vec![PUBLIC]);
     let r = a.get(&index_path());
-    assert_eq!(common::index_names(&r.body), vec![PUBLIC, APP_A], "A's stale answer still serves");
+    assert_eq!(
+        common::index_names(&r.body),
+        vec![PUBLIC, APP_A],
+        "A's stale answer still serves"
+    );
 
     // Central back: D gets its own view once the failure is no longer remembered.
     env.central.restart();

@@ -18,15 +18,20 @@ fn env(trusted: Option<&[&str]>) -> TestEnv {
     let trusted: Option<Vec<String>> = trusted.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
     TestEnv::builder()
         .pulp(|p| {
-            p.repo(FakeRepo::new(PUBLIC).image("latest", Image::flatpak_runtime("org.test.Platform", "1")))
-                .repo(FakeRepo::new(PRIVATE).image("latest", Image::flatpak_app("org.test.Private")))
+            p.repo(
+                FakeRepo::new(PUBLIC)
+                    .image("latest", Image::flatpak_runtime("org.test.Platform", "1")),
+            )
+            .repo(FakeRepo::new(PRIVATE).image("latest", Image::flatpak_app("org.test.Private")))
         })
         .central(|c| c.public(&[PUBLIC]).host(HOST, &[PRIVATE]))
         .repositories(&[(PUBLIC, false), (PRIVATE, true)])
         .gateway(move |g| {
             let g = g.plain_listener(true);
             match &trusted {
-                Some(nets) => g.trusted_frontends(&nets.iter().map(String::as_str).collect::<Vec<_>>()),
+                Some(nets) => {
+                    g.trusted_frontends(&nets.iter().map(String::as_str).collect::<Vec<_>>())
+                }
                 None => g,
             }
         })
@@ -68,7 +73,14 @@ fn seen(curl: &Curl, public_url: &str) -> Seen {
         }
         401 => {
             for r in [&ping, &catalog, &index] {
-                common::assert_error("rejected", r.status, r.header("content-type"), &r.body, 401, "UNAUTHORIZED");
+                common::assert_error(
+                    "rejected",
+                    r.status,
+                    r.header("content-type"),
+                    &r.body,
+                    401,
+                    "UNAUTHORIZED",
+                );
                 assert!(!r.text().contains(PRIVATE));
             }
             Seen::Rejected
@@ -87,15 +99,25 @@ fn certificates_over_mutual_tls() {
     let public_url = env.gateway.config().server.public_url.clone();
     let pki = &env.pki;
 
-    assert_eq!(seen(&env.curl_as(&env.host_cert(HOST)), &public_url), Seen::Host);
     assert_eq!(
-        seen(&env.curl_as(&pki.host_cert_via_intermediate(HOST)), &public_url),
+        seen(&env.curl_as(&env.host_cert(HOST)), &public_url),
+        Seen::Host
+    );
+    assert_eq!(
+        seen(
+            &env.curl_as(&pki.host_cert_via_intermediate(HOST)),
+            &public_url
+        ),
         Seen::Host,
         "a chain through an intermediate CA"
     );
     assert_eq!(seen(&env.curl(), &public_url), Seen::Anonymous);
 
-    assert_eq!(env.central.catalog_calls_for_host(HOST), 1, "one lookup, then cached");
+    assert_eq!(
+        env.central.catalog_calls_for_host(HOST),
+        1,
+        "one lookup, then cached"
+    );
     let calls = env.central.total();
     let bad: [(&str, Issued); 4] = [
         ("another CA", pki.host_cert_from_other_ca(HOST)),
@@ -105,11 +127,21 @@ fn certificates_over_mutual_tls() {
     ];
     for (what, cert) in &bad {
         let r = env.curl_as(cert).try_run("GET", "/v2/_catalog");
-        let r = r.unwrap_or_else(|e| panic!("{what}: the handshake must succeed so a 401 can be sent: {e}"));
+        let r = r.unwrap_or_else(|e| {
+            panic!("{what}: the handshake must succeed so a 401 can be sent: {e}")
+        });
         assert_eq!(r.status, 401, "{what}: {}", r.text());
-        assert_eq!(seen(&env.curl_as(cert), &public_url), Seen::Rejected, "{what}");
+        assert_eq!(
+            seen(&env.curl_as(cert), &public_url),
+            Seen::Rejected,
+            "{what}"
+        );
     }
-    assert_eq!(env.central.total(), calls, "rejected certificates cause no central lookup");
+    assert_eq!(
+        env.central.total(),
+        calls,
+        "rejected certificates cause no central lookup"
+    );
 }
 
 #[test]
@@ -123,33 +155,69 @@ fn forwarded_certificates_from_a_trusted_frontend() {
     // As Apache forwards it (newlines turned into spaces), as raw PEM lines are
     // not possible in a header, and URL-escaped (`%{escape:...}`).
     let spaced = host.forwarded_header_value();
-    let escaped: String = percent_encoding::utf8_percent_encode(host.cert_pem.trim_end(), percent_encoding::NON_ALPHANUMERIC)
-        .collect();
+    let escaped: String = percent_encoding::utf8_percent_encode(
+        host.cert_pem.trim_end(),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .collect();
     for value in [&spaced, &escaped] {
-        assert_eq!(seen(&forwarded(&plain, value), &public_url), Seen::Host, "{value:.40}");
+        assert_eq!(
+            seen(&forwarded(&plain, value), &public_url),
+            Seen::Host,
+            "{value:.40}"
+        );
     }
     // The header means the same on the TLS listener when the peer is a trusted frontend.
-    assert_eq!(seen(&forwarded(&env.curl(), &spaced), &public_url), Seen::Host);
+    assert_eq!(
+        seen(&forwarded(&env.curl(), &spaced), &public_url),
+        Seen::Host
+    );
 
     // Apache's "no certificate", and no header at all.
-    assert_eq!(seen(&forwarded(&plain, "(null)"), &public_url), Seen::Anonymous);
+    assert_eq!(
+        seen(&forwarded(&plain, "(null)"), &public_url),
+        Seen::Anonymous
+    );
     assert_eq!(seen(&plain, &public_url), Seen::Anonymous);
 
     // A header that is present but does not hold a good certificate is a 401.
     let bad = [
-        ("another CA", pki.host_cert_from_other_ca(HOST).forwarded_header_value()),
-        ("expired", pki.expired_host_cert(HOST).forwarded_header_value()),
-        ("not yet valid", pki.not_yet_valid_host_cert(HOST).forwarded_header_value()),
+        (
+            "another CA",
+            pki.host_cert_from_other_ca(HOST).forwarded_header_value(),
+        ),
+        (
+            "expired",
+            pki.expired_host_cert(HOST).forwarded_header_value(),
+        ),
+        (
+            "not yet valid",
+            pki.not_yet_valid_host_cert(HOST).forwarded_header_value(),
+        ),
         ("no CN", pki.cert_without_cn().forwarded_header_value()),
         ("garbage", "definitely not a certificate".to_owned()),
-        ("bad base64", "-----BEGIN CERTIFICATE----- @@@@ -----END CERTIFICATE-----".to_owned()),
-        ("not DER", "-----BEGIN CERTIFICATE----- aGVsbG8gd29ybGQ= -----END CERTIFICATE-----".to_owned()),
+        (
+            "bad base64",
+            "-----BEGIN CERTIFICATE----- @@@@ -----END CERTIFICATE-----".to_owned(),
+        ),
+        (
+            "not DER",
+            "-----BEGIN CERTIFICATE----- aGVsbG8gd29ybGQ= -----END CERTIFICATE-----".to_owned(),
+        ),
         ("truncated", spaced[..spaced.len() / 2].to_owned()),
     ];
     for (what, value) in &bad {
-        assert_eq!(seen(&forwarded(&plain, value), &public_url), Seen::Rejected, "{what}");
+        assert_eq!(
+            seen(&forwarded(&plain, value), &public_url),
+            Seen::Rejected,
+            "{what}"
+        );
     }
-    assert_eq!(env.central.catalog_calls_for_host(HOST), 1, "one lookup for every good header, none for bad ones");
+    assert_eq!(
+        env.central.catalog_calls_for_host(HOST),
+        1,
+        "one lookup for every good header, none for bad ones"
+    );
 }
 
 #[test]
@@ -160,18 +228,34 @@ fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
     let plain = env.gateway.plain_curl().expect("a plain listener");
     let forged = env.host_cert(HOST).forwarded_header_value();
 
-    assert_eq!(seen(&forwarded(&plain, &forged), &public_url), Seen::Anonymous);
-    assert_eq!(seen(&forwarded(&env.curl(), &forged), &public_url), Seen::Anonymous);
+    assert_eq!(
+        seen(&forwarded(&plain, &forged), &public_url),
+        Seen::Anonymous
+    );
+    assert_eq!(
+        seen(&forwarded(&env.curl(), &forged), &public_url),
+        Seen::Anonymous
+    );
     // Ignored means ignored: a header that would be a 401 from a frontend is not one here.
-    assert_eq!(seen(&forwarded(&plain, "garbage"), &public_url), Seen::Anonymous);
+    assert_eq!(
+        seen(&forwarded(&plain, "garbage"), &public_url),
+        Seen::Anonymous
+    );
     let r = forwarded(&plain, &forged).get(&format!("/v2/{PRIVATE}/manifests/latest"));
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(
         r.header("www-authenticate"),
         Some(common::expected_challenge(&public_url, Some(PRIVATE)).as_str())
     );
-    assert_eq!(env.central.catalog_calls_for_host(HOST), 0, "the forged host was never looked up");
+    assert_eq!(
+        env.central.catalog_calls_for_host(HOST),
+        0,
+        "the forged host was never looked up"
+    );
 
     // A real TLS client certificate still identifies the host.
-    assert_eq!(seen(&env.curl_as(&env.host_cert(HOST)), &public_url), Seen::Host);
+    assert_eq!(
+        seen(&env.curl_as(&env.host_cert(HOST)), &public_url),
+        Seen::Host
+    );
 }

@@ -29,7 +29,9 @@ pub const RELOADS: &str = "gateway_reloads_total";
 
 /// Upper bounds of the latency buckets, in seconds: sub-millisecond cache hits
 /// up to Pulp's 30 s default timeout.
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Histogram samples are folded into buckets on scrape; without scrapes they
 /// would pile up, so they are also folded this often.
@@ -55,12 +57,14 @@ fn install() -> Option<PrometheusHandle> {
     };
     describe();
     let upkeep = handle.clone();
-    let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
-        loop {
-            std::thread::sleep(UPKEEP_EVERY);
-            upkeep.run_upkeep();
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "no metrics upkeep thread; histograms are folded on scrape only");
     }
@@ -69,32 +73,59 @@ fn install() -> Option<PrometheusHandle> {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_histogram};
-    describe_counter!(REQUESTS, "Client requests answered, by route template and status.");
-    describe_histogram!(REQUEST_SECONDS, Unit::Seconds, "Time to answer a client request (response head), by route template.");
+    describe_counter!(
+        REQUESTS,
+        "Client requests answered, by route template and status."
+    );
+    describe_histogram!(
+        REQUEST_SECONDS,
+        Unit::Seconds,
+        "Time to answer a client request (response head), by route template."
+    );
     describe_counter!(
         ENTITLEMENT_LOOKUPS,
         "Entitlement lookups: hit = answered from the cache or the pushed mapping, miss = central was asked (or a recent failure reused)."
     );
-    describe_histogram!(UPSTREAM_SECONDS, Unit::Seconds, "Time until Pulp or central answered (response head).");
-    describe_counter!(UPSTREAM_ERRORS, "Pulp or central calls that failed: timeout, connect, response, or a 5xx status.");
-    describe_histogram!(PLUGIN_SECONDS, Unit::Seconds, "Time spent in the authentication plugin chain per request.");
-    describe_counter!(PLUGIN_ERRORS, "Plugin chain calls that could not decide (failing the request closed), by backend.");
+    describe_histogram!(
+        UPSTREAM_SECONDS,
+        Unit::Seconds,
+        "Time until Pulp or central answered (response head)."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "Pulp or central calls that failed: timeout, connect, response, or a 5xx status."
+    );
+    describe_histogram!(
+        PLUGIN_SECONDS,
+        Unit::Seconds,
+        "Time spent in the authentication plugin chain per request."
+    );
+    describe_counter!(
+        PLUGIN_ERRORS,
+        "Plugin chain calls that could not decide (failing the request closed), by backend."
+    );
     describe_counter!(RELOADS, "Configuration reloads (SIGHUP), by result.");
 }
 
 /// One answered client request.
 pub fn request(route: &str, status: u16, elapsed: Duration) {
-    metrics::counter!(REQUESTS, "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    metrics::counter!(REQUESTS, "route" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
     metrics::histogram!(REQUEST_SECONDS, "route" => route.to_owned()).record(elapsed);
 }
 
 /// An entitlement lookup answered without central (`hit`) or not.
 pub fn entitlement_lookup(hit: bool) {
-    metrics::counter!(ENTITLEMENT_LOOKUPS, "result" => if hit { "hit" } else { "miss" }).increment(1);
+    metrics::counter!(ENTITLEMENT_LOOKUPS, "result" => if hit { "hit" } else { "miss" })
+        .increment(1);
 }
 
 /// One call to Pulp or central, from send to response head.
-pub fn upstream(upstream: &'static str, started: Instant, outcome: Result<awc::http::StatusCode, &UpstreamError>) {
+pub fn upstream(
+    upstream: &'static str,
+    started: Instant,
+    outcome: Result<awc::http::StatusCode, &UpstreamError>,
+) {
     metrics::histogram!(UPSTREAM_SECONDS, "upstream" => upstream).record(started.elapsed());
     let kind = match outcome {
         Ok(status) if status.is_server_error() => "status_5xx",
@@ -123,7 +154,10 @@ pub fn reload(ok: bool) {
 pub fn render_instance(shared: &Shared) -> String {
     let mut out = String::new();
     let mut series = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
     };
     series(
         "gateway_entitlement_coalesced_waits_total",

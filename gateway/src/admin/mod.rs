@@ -23,13 +23,20 @@ const PULP_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Bind the admin listener and build its server; it starts with the caller's
 /// actix system and is stopped through the returned server's handle.
-pub fn bind(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
+pub fn bind(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
     // Installed before any request so the first scrape already has every series' help text.
     let _ = metrics::handle();
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     let server = HttpServer::new(move || {
-        let pulp = PulpClient::new(&shared.config.pulp, shared.pulp_tls.clone(), shared.pulp_answered.clone());
+        let pulp = PulpClient::new(
+            &shared.config.pulp,
+            shared.pulp_tls.clone(),
+            shared.pulp_answered.clone(),
+        );
         App::new()
             .app_data(web::Data::from(shared.clone()))
             .app_data(web::Data::new(pulp))
@@ -59,7 +66,9 @@ async fn metrics_route(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().insert_header((CACHE_CONTROL, "no-store")).body("ok\n")
+    HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .body("ok\n")
 }
 
 /// Ready once Katello's state is loaded and Pulp has answered since start:
@@ -67,12 +76,17 @@ async fn healthz() -> HttpResponse {
 async fn readyz(shared: web::Data<Shared>, pulp: web::Data<PulpClient>) -> HttpResponse {
     if !shared.pulp_answered.load(Ordering::Acquire) {
         // Any answer counts (401 included): the client records it itself.
-        let _ = tokio::time::timeout(PULP_PROBE_TIMEOUT, pulp.forward(Method::GET, "/v2/", &[])).await;
+        let _ =
+            tokio::time::timeout(PULP_PROBE_TIMEOUT, pulp.forward(Method::GET, "/v2/", &[])).await;
     }
     let state_loaded = shared.state.is_loaded();
     let pulp_answered = shared.pulp_answered.load(Ordering::Acquire);
     let ready = state_loaded && pulp_answered;
     let body = serde_json::json!({ "ready": ready, "state_loaded": state_loaded, "pulp_answered": pulp_answered });
-    let mut resp = if ready { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
+    let mut resp = if ready {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
     resp.insert_header((CACHE_CONTROL, "no-store")).json(body)
 }

@@ -9,7 +9,9 @@ const VARIABLE: &str = "${CREDENTIALS_DIRECTORY}";
 
 /// `dir` is the value of `$CREDENTIALS_DIRECTORY`, if set.
 pub fn expand(value: &str, dir: Option<&OsStr>) -> Result<PathBuf, String> {
-    let Some(rest) = value.strip_prefix(VARIABLE) else { return Ok(PathBuf::from(value)) };
+    let Some(rest) = value.strip_prefix(VARIABLE) else {
+        return Ok(PathBuf::from(value));
+    };
     match dir.filter(|d| !d.is_empty()) {
         Some(dir) => Ok(PathBuf::from(dir).join(rest.trim_start_matches('/'))),
         None => Err(format!(
@@ -27,15 +29,23 @@ mod tests {
         let dir = Some(OsStr::new("/run/credentials/container-gateway.service"));
         assert_eq!(
             expand("${CREDENTIALS_DIRECTORY}/tls.key", dir),
-            Ok(PathBuf::from("/run/credentials/container-gateway.service/tls.key"))
+            Ok(PathBuf::from(
+                "/run/credentials/container-gateway.service/tls.key"
+            ))
         );
     }
 
     #[test]
     fn other_paths_are_left_alone() {
         let dir = Some(OsStr::new("/run/credentials/x"));
-        assert_eq!(expand("/etc/pki/tls.key", dir), Ok(PathBuf::from("/etc/pki/tls.key")));
-        assert_eq!(expand("/etc/${CREDENTIALS_DIRECTORY}", dir), Ok(PathBuf::from("/etc/${CREDENTIALS_DIRECTORY}")));
+        assert_eq!(
+            expand("/etc/pki/tls.key", dir),
+            Ok(PathBuf::from("/etc/pki/tls.key"))
+        );
+        assert_eq!(
+            expand("/etc/${CREDENTIALS_DIRECTORY}", dir),
+            Ok(PathBuf::from("/etc/${CREDENTIALS_DIRECTORY}"))
+        );
         assert_eq!(expand("", None), Ok(PathBuf::new()));
     }
 

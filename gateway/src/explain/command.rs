@@ -34,27 +34,19 @@ pub fn flatpak_query(architecture: &str) -> String {
         .finish()
 }
 
-pub fn run(config_path: &Path, who: Who, json: bool, architecture: &str) -> i32 {
+/// Compute the explanation; `Err` carries the exit code and the message.
+pub fn explain(config_path: &Path, who: Who, architecture: &str) -> Result<Explanation, (i32, String)> {
     let cfg = match config::load(config_path) {
         Ok(c) => c,
-        Err(problems) => {
-            eprintln!("{}: {problems}", config_path.display());
-            return EXIT_CONFIG;
-        }
+        Err(problems) => return Err((EXIT_CONFIG, format!("{}: {problems}", config_path.display()))),
     };
     let prepared = match server::prepare(&cfg, Some(Vec::new())) {
         Ok(p) => p,
-        Err(problems) => {
-            eprintln!("{}: {problems}", config_path.display());
-            return EXIT_CONFIG;
-        }
+        Err(problems) => return Err((EXIT_CONFIG, format!("{}: {problems}", config_path.display()))),
     };
     let snapshot = match StateStore::read_snapshot(&cfg.state_dir) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot read the gateway's state: {e}");
-            return EXIT_RUNTIME;
-        }
+        Err(e) => return Err((EXIT_RUNTIME, format!("cannot read the gateway's state: {e}"))),
     };
     let query = flatpak_query(architecture);
     let system = actix_web::rt::System::new();
@@ -100,6 +92,17 @@ pub fn run(config_path: &Path, who: Who, json: bool, architecture: &str) -> i32 
             index_error,
         }
     });
+    Ok(explanation)
+}
+
+pub fn run(config_path: &Path, who: Who, json: bool, architecture: &str) -> i32 {
+    let explanation = match explain(config_path, who, architecture) {
+        Ok(e) => e,
+        Err((code, message)) => {
+            eprintln!("{message}");
+            return code;
+        }
+    };
     if json {
         match serde_json::to_string_pretty(&explanation) {
             Ok(s) => println!("{s}"),

@@ -13,11 +13,21 @@ use crate::upstream::UpstreamError;
 
 const GZIP_SUFFIX: &str = "-gz";
 
-pub async fn index(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Upstreams>) -> HttpResponse {
-    let kind = if req.path().trim_end_matches('/').ends_with("/dynamic") { "dynamic" } else { "static" };
+pub async fn index(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    up: web::Data<Upstreams>,
+) -> HttpResponse {
+    let kind = if req.path().trim_end_matches('/').ends_with("/dynamic") {
+        "dynamic"
+    } else {
+        "static"
+    };
     let pairs = match query::pairs(req.query_string()) {
         Ok(p) => p,
-        Err(e) => return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string()),
+        Err(e) => {
+            return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string());
+        }
     };
     let canonical = query::canonical(pairs);
     let identity = match identify(&req, &shared, &up).await {
@@ -33,20 +43,46 @@ pub async fn index(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
     let cache_key = format!("{kind}?{canonical}");
     let upstream = shared
         .index
-        .upstream(&cache_key, cfg.pulp.index_ttl, cfg.cache.stale_if_error, || async {
-            let r = up.pulp.index(kind, &canonical).await.map_err(FetchError::Upstream)?;
-            Ok((r.status.as_u16(), r.body))
-        })
+        .upstream(
+            &cache_key,
+            cfg.pulp.index_ttl,
+            cfg.cache.stale_if_error,
+            || async {
+                let r = up
+                    .pulp
+                    .index(kind, &canonical)
+                    .await
+                    .map_err(FetchError::Upstream)?;
+                Ok((r.status.as_u16(), r.body))
+            },
+        )
         .await;
     let upstream = match upstream {
         Ok(u) => u,
         Err(e) => return fetch_failure(&e),
     };
     let registry_url = format!("{}/", cfg.server.public_url);
-    let body = shared.index.filtered(&upstream, view.snapshot.clone(), view.granted().cloned(), registry_url).await;
+    let body = shared
+        .index
+        .filtered(
+            &upstream,
+            view.snapshot.clone(),
+            view.granted().cloned(),
+            registry_url,
+        )
+        .await;
+    if let crate::auth::Identity::Host(uuid) = &view.identity {
+        shared
+            .index
+            .note_missing_runtimes(uuid, upstream.version, body.apps_missing_runtime);
+    }
 
     let gzip = accepts_gzip(&req);
-    let etag = if gzip { with_suffix(&body.filtered.etag) } else { body.filtered.etag.clone() };
+    let etag = if gzip {
+        with_suffix(&body.filtered.etag)
+    } else {
+        body.filtered.etag.clone()
+    };
     let mut resp = if if_none_match(&req, &body.filtered.etag) {
         HttpResponse::NotModified().finish()
     } else if gzip {
@@ -55,12 +91,17 @@ pub async fn index(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
             .insert_header((header::CONTENT_TYPE, "application/json"))
             .body(body.gzipped().await)
     } else {
-        HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body.filtered.body.clone())
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(body.filtered.body.clone())
     };
     let h = resp.headers_mut();
     // The body depends on who asks: shared caches must not keep it, and flatpak
     // must revalidate instead of trusting its copy for 30 minutes.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
@@ -78,27 +119,35 @@ fn with_suffix(etag: &str) -> String {
 /// Whether `If-None-Match` names this body (in either of its encodings).
 fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
     let bare = etag.trim_matches('"');
-    req.headers().get_all(header::IF_NONE_MATCH).filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|candidate| {
-            let c = candidate.trim();
-            let c = c.strip_prefix("W/").unwrap_or(c).trim_matches('"');
-            c == "*" || c == bare || c.strip_suffix(GZIP_SUFFIX) == Some(bare)
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|candidate| {
+                let c = candidate.trim();
+                let c = c.strip_prefix("W/").unwrap_or(c).trim_matches('"');
+                c == "*" || c == bare || c.strip_suffix(GZIP_SUFFIX) == Some(bare)
+            })
         })
-    })
 }
 
 fn accepts_gzip(req: &HttpRequest) -> bool {
-    req.headers().get_all(header::ACCEPT_ENCODING).filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|item| {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
-            });
-            coding.eq_ignore_ascii_case("gzip") && !refused
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|item| {
+                let mut parts = item.split(';');
+                let coding = parts.next().unwrap_or_default().trim();
+                let refused = parts.any(|p| {
+                    let p = p.trim();
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                coding.eq_ignore_ascii_case("gzip") && !refused
+            })
         })
-    })
 }
 
 fn fetch_failure(e: &FetchError) -> HttpResponse {
@@ -109,21 +158,41 @@ fn fetch_failure(e: &FetchError) -> HttpResponse {
         }
         FetchError::Upstream(other) => {
             tracing::warn!(error = %other, "Pulp index unusable");
-            errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp answered an unusable index")
+            errors::respond(
+                StatusCode::BAD_GATEWAY,
+                Code::UpstreamError,
+                "Pulp answered an unusable index",
+            )
         }
         FetchError::Status { status, detail } if (400..500).contains(status) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
-            let code = if status == StatusCode::NOT_FOUND { Code::NotFound } else { Code::Unsupported };
-            let message = if detail.is_empty() { "Pulp refused the index query" } else { detail.as_str() };
+            let code = if status == StatusCode::NOT_FOUND {
+                Code::NotFound
+            } else {
+                Code::Unsupported
+            };
+            let message = if detail.is_empty() {
+                "Pulp refused the index query"
+            } else {
+                detail.as_str()
+            };
             errors::respond(status, code, message)
         }
         FetchError::Status { status, .. } => {
             tracing::warn!(status, "Pulp index error");
-            errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp failed to produce the index")
+            errors::respond(
+                StatusCode::BAD_GATEWAY,
+                Code::UpstreamError,
+                "Pulp failed to produce the index",
+            )
         }
         FetchError::Malformed(why) => {
             tracing::warn!(error = %why, "Pulp index is not a valid index");
-            errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp answered an unusable index")
+            errors::respond(
+                StatusCode::BAD_GATEWAY,
+                Code::UpstreamError,
+                "Pulp answered an unusable index",
+            )
         }
     }
 }
@@ -135,9 +204,13 @@ mod tests {
 
     #[test]
     fn gzip_negotiation() {
-        let r = TestRequest::default().insert_header(("Accept-Encoding", "deflate, gzip")).to_http_request();
+        let r = TestRequest::default()
+            .insert_header(("Accept-Encoding", "deflate, gzip"))
+            .to_http_request();
         assert!(accepts_gzip(&r));
-        let r = TestRequest::default().insert_header(("Accept-Encoding", "gzip;q=0")).to_http_request();
+        let r = TestRequest::default()
+            .insert_header(("Accept-Encoding", "gzip;q=0"))
+            .to_http_request();
         assert!(!accepts_gzip(&r));
         let r = TestRequest::default().to_http_request();
         assert!(!accepts_gzip(&r));
@@ -147,10 +220,14 @@ mod tests {
     fn etag_matching_covers_both_encodings() {
         let etag = "\"abc\"";
         for inm in ["\"abc\"", "W/\"abc\"", "\"x\", \"abc-gz\"", "*"] {
-            let r = TestRequest::default().insert_header(("If-None-Match", inm)).to_http_request();
+            let r = TestRequest::default()
+                .insert_header(("If-None-Match", inm))
+                .to_http_request();
             assert!(if_none_match(&r, etag), "{inm}");
         }
-        let r = TestRequest::default().insert_header(("If-None-Match", "\"abd\"")).to_http_request();
+        let r = TestRequest::default()
+            .insert_header(("If-None-Match", "\"abd\""))
+            .to_http_request();
         assert!(!if_none_match(&r, etag));
         assert_eq!(with_suffix(etag), "\"abc-gz\"");
     }

@@ -58,7 +58,11 @@ struct Sourced {
     origin: Option<Origin>,
 }
 
-pub fn import(proxy: &SettingsFile, plugin: &SettingsFile, env: &Env) -> Result<Imported, ImportError> {
+pub fn import(
+    proxy: &SettingsFile,
+    plugin: &SettingsFile,
+    env: &Env,
+) -> Result<Imported, ImportError> {
     let mut b = Builder {
         proxy,
         plugin,
@@ -68,12 +72,16 @@ pub fn import(proxy: &SettingsFile, plugin: &SettingsFile, env: &Env) -> Result<
         defaults: Vec::new(),
         warnings: Vec::new(),
     };
-    b.doc.header("gateway.toml written by `container-gateway import-settings` from");
+    b.doc
+        .header("gateway.toml written by `container-gateway import-settings` from");
     b.doc.header(format!("  {}", proxy.path.display()));
     b.doc.header(format!("  {}", plugin.path.display()));
-    b.doc.header("Each key says where its value came from. Keys not written here keep the");
-    b.doc.header("gateway's defaults (README, \"Configuration\"). Check this file with");
-    b.doc.header("  container-gateway check-config --config <this file>");
+    b.doc
+        .header("Each key says where its value came from. Keys not written here keep the");
+    b.doc
+        .header("gateway's defaults (README, \"Configuration\"). Check this file with");
+    b.doc
+        .header("  container-gateway check-config --config <this file>");
 
     b.server()?;
     b.pulp()?;
@@ -84,7 +92,10 @@ pub fn import(proxy: &SettingsFile, plugin: &SettingsFile, env: &Env) -> Result<
 
     let toml = b.doc.render();
     let mut report = Report {
-        sources: vec![b.source_report(proxy, Kind::Proxy), b.source_report(plugin, Kind::Plugin)],
+        sources: vec![
+            b.source_report(proxy, Kind::Proxy),
+            b.source_report(plugin, Kind::Plugin),
+        ],
         defaults: b.defaults,
         warnings: b.warnings,
         unreadable: Vec::new(),
@@ -101,17 +112,29 @@ enum Kind {
 
 impl Builder<'_> {
     fn route(&mut self, origin: &Origin, gateway_key: &str) {
-        let keys = self.routes.entry((origin.path.clone(), origin.written.clone())).or_default();
+        let keys = self
+            .routes
+            .entry((origin.path.clone(), origin.written.clone()))
+            .or_default();
         if !keys.iter().any(|k| k == gateway_key) {
             keys.push(gateway_key.to_owned());
         }
     }
 
     fn hostname(&self, needed_for: &str) -> Result<String, ImportError> {
-        let host = self.env.hostname.clone().ok_or_else(|| ImportError::NoHostname { needed_for: needed_for.to_owned() })?;
+        let host = self
+            .env
+            .hostname
+            .clone()
+            .ok_or_else(|| ImportError::NoHostname {
+                needed_for: needed_for.to_owned(),
+            })?;
         let valid = !host.is_empty()
             && host.split('.').all(|label| {
-                !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
         if !valid {
             return Err(ImportError::BadHostname { hostname: host });
@@ -135,13 +158,16 @@ impl Builder<'_> {
         }
         let mut comment = vec![s.why.clone()];
         comment.extend(extra.iter().map(|l| (*l).to_owned()));
-        self.doc.set(table, key, TomlValue::Str(s.value.clone()), comment);
+        self.doc
+            .set(table, key, TomlValue::Str(s.value.clone()), comment);
     }
 
     fn from_key(&self, file: &SettingsFile, name: &str) -> Result<Option<Sourced>, ImportError> {
-        Ok(file
-            .scalar(name)?
-            .map(|(value, origin)| Sourced { value, why: format!("{origin}."), origin: Some(origin) }))
+        Ok(file.scalar(name)?.map(|(value, origin)| Sourced {
+            value,
+            why: format!("{origin}."),
+            origin: Some(origin),
+        }))
     }
 
     fn server(&mut self) -> Result<(), ImportError> {
@@ -156,25 +182,31 @@ impl Builder<'_> {
             "server",
             "listen",
             TomlValue::List(vec![format!("0.0.0.0:{tls}")]),
-            vec![
-                "Not a Ruby plugin setting: the plugin answered inside foreman-proxy, on".to_owned(),
-                format!("{https_port}. This TLS listener takes Katello's management calls and any"),
-                "client that connects directly (README, \"Migrating from smart_proxy_container_gateway\").".to_owned(),
-            ],
+            vec![format!(
+                "Not a Ruby plugin setting: the plugin answered inside foreman-proxy, on {https_port}. \
+                 This TLS listener takes Katello's management calls and any client that connects directly \
+                 (README, \"Migrating from smart_proxy_container_gateway\")."
+            )],
         );
         self.doc.set(
             "server",
             "listen_plain",
             TomlValue::List(vec![format!("127.0.0.1:{plain}")]),
             vec![
-                "Not a Ruby plugin setting: Apache's ProxyPass lines for /v1/, /v2/ and /index/".to_owned(),
-                "point here; it forwards the client certificate in X-RHSM-SSL-Client-Cert, which".to_owned(),
-                "is believed only from server.trusted_frontends (loopback by default).".to_owned(),
+                "Not a Ruby plugin setting: Apache's ProxyPass lines for /v1/, /v2/ and /index/ point here. \
+                 Apache forwards the client certificate in X-RHSM-SSL-Client-Cert, which is believed only \
+                 from server.trusted_frontends (loopback by default)."
+                    .to_owned(),
             ],
         );
 
         if let Some(s) = self.from_key(self.proxy, "ssl_certificate")? {
-            self.put("server", "tls_cert", &s, &["foreman-proxy's own server certificate."]);
+            self.put(
+                "server",
+                "tls_cert",
+                &s,
+                &["foreman-proxy's own server certificate."],
+            );
         }
         if let Some(s) = self.from_key(self.proxy, "ssl_private_key")? {
             self.put("server", "tls_key", &s, &[]);
@@ -188,16 +220,18 @@ impl Builder<'_> {
         // both working; RHSM's copy is checked against it below.
         match self.proxy.scalar("ssl_ca_file")? {
             Some((value, origin)) => {
-                let s = Sourced { value: value.clone(), why: format!("{origin}."), origin: Some(origin.clone()) };
+                let s = Sourced {
+                    value: value.clone(),
+                    why: format!("{origin}."),
+                    origin: Some(origin.clone()),
+                };
                 self.put(
                     "server",
                     "client_ca",
                     &s,
-                    &[
-                        "foreman-proxy verified Katello's client certificate with it, and so do the",
-                        "gateway's management routes. On a Katello smart proxy it is katello-default-ca,",
-                        "which also signs the subscription certificates hosts present.",
-                    ],
+                    &["foreman-proxy verified Katello's client certificate with it, and so do the gateway's \
+                       management routes. On a Katello smart proxy it is katello-default-ca, which also signs \
+                       the subscription certificates hosts present."],
                 );
                 if let Some(w) = ca_mismatch(Path::new(&value), &self.env.rhsm_ca) {
                     self.warnings.push(format!("{origin}: {w}"));
@@ -209,11 +243,11 @@ impl Builder<'_> {
                     "server",
                     "client_ca",
                     TomlValue::Str(value.clone()),
-                    vec![
-                        format!(":ssl_ca_file: is not set in {}: katello-default-ca as", self.proxy_file()),
-                        "katello-ca-consumer installs it; it signs subscription certificates and".to_owned(),
-                        "Katello's client certificate.".to_owned(),
-                    ],
+                    vec![format!(
+                        ":ssl_ca_file: is not set in {}: katello-default-ca as katello-ca-consumer installs it; \
+                         it signs subscription certificates and Katello's client certificate.",
+                        self.proxy_file()
+                    )],
                 );
                 self.defaults.push(DefaultLine {
                     key: ":ssl_ca_file:".to_owned(),
@@ -226,8 +260,13 @@ impl Builder<'_> {
 
         match self.plugin.scalar("client_endpoint")? {
             Some((value, origin)) => {
-                let url = parse_url(&value).ok_or_else(|| self.bad_url(self.plugin, "client_endpoint", &value))?;
-                let s = Sourced { value: url.without_slash(), why: format!("{origin}."), origin: Some(origin) };
+                let url = parse_url(&value)
+                    .ok_or_else(|| self.bad_url(self.plugin, "client_endpoint", &value))?;
+                let s = Sourced {
+                    value: url.without_slash(),
+                    why: format!("{origin}."),
+                    origin: Some(origin),
+                };
                 self.put(
                     "server",
                     "public_url",
@@ -242,11 +281,11 @@ impl Builder<'_> {
                     "server",
                     "public_url",
                     TomlValue::Str(value.clone()),
-                    vec![
-                        format!(":client_endpoint: is not set in {}: https://<hostname>,", self.plugin_file()),
-                        "the name of this machine (--hostname). Clients pull from this name: the".to_owned(),
-                        "token realm, the index's Registry, Links.".to_owned(),
-                    ],
+                    vec![format!(
+                        ":client_endpoint: is not set in {}: https://<hostname>, the name of this machine \
+                         (--hostname). Clients pull from this name: the token realm, the index's Registry, Links.",
+                        self.plugin_file()
+                    )],
                 );
                 self.defaults.push(DefaultLine {
                     key: ":client_endpoint:".to_owned(),
@@ -267,8 +306,13 @@ impl Builder<'_> {
                 match value.parse::<u16>() {
                     Ok(p) => taken.push(p),
                     Err(_) => {
-                        let entry = self.proxy.get(name).ok_or_else(|| ImportError::Internal(format!("{name} vanished")))?;
-                        return Err(self.proxy.invalid(entry, &format!("must be a port number, not {value:?}")));
+                        let entry = self
+                            .proxy
+                            .get(name)
+                            .ok_or_else(|| ImportError::Internal(format!("{name} vanished")))?;
+                        return Err(self
+                            .proxy
+                            .invalid(entry, &format!("must be a port number, not {value:?}")));
                     }
                 }
             }
@@ -280,7 +324,9 @@ impl Builder<'_> {
         match file.get(name) {
             Some(entry) => file.invalid(
                 entry,
-                &format!("must be an http:// or https:// URL with a host and no query, not {value:?}"),
+                &format!(
+                    "must be an http:// or https:// URL with a host and no query, not {value:?}"
+                ),
             ),
             None => ImportError::Internal(format!("{name} vanished")),
         }
@@ -289,7 +335,8 @@ impl Builder<'_> {
     fn pulp(&mut self) -> Result<(), ImportError> {
         let (url, endpoint_source) = match self.plugin.scalar("pulp_endpoint")? {
             Some((value, origin)) => {
-                let url = parse_url(&value).ok_or_else(|| self.bad_url(self.plugin, "pulp_endpoint", &value))?;
+                let url = parse_url(&value)
+                    .ok_or_else(|| self.bad_url(self.plugin, "pulp_endpoint", &value))?;
                 (url, Some(origin))
             }
             None => {
@@ -302,7 +349,11 @@ impl Builder<'_> {
         let endpoint = url.origin();
         match &endpoint_source {
             Some(origin) => {
-                let s = Sourced { value: endpoint.clone(), why: format!("{origin}."), origin: Some(origin.clone()) };
+                let s = Sourced {
+                    value: endpoint.clone(),
+                    why: format!("{origin}."),
+                    origin: Some(origin.clone()),
+                };
                 self.put("pulp", "endpoint", &s, &[]);
             }
             None => {
@@ -310,10 +361,11 @@ impl Builder<'_> {
                     "pulp",
                     "endpoint",
                     TomlValue::Str(endpoint.clone()),
-                    vec![
-                        format!(":pulp_endpoint: is not set in {}: the Ruby plugin's", self.plugin_file()),
-                        "default, https://<hostname> (the name of this machine, --hostname).".to_owned(),
-                    ],
+                    vec![format!(
+                        ":pulp_endpoint: is not set in {}: the Ruby plugin's default, https://<hostname> \
+                         (the name of this machine, --hostname).",
+                        self.plugin_file()
+                    )],
                 );
                 self.defaults.push(DefaultLine {
                     key: ":pulp_endpoint:".to_owned(),
@@ -337,21 +389,28 @@ impl Builder<'_> {
             "pulp",
             "registry_path",
             TomlValue::Str(registry_path),
-            vec![why, "the Ruby plugin always asked Pulp under <pulp_endpoint>/pulpcore_registry.".to_owned()],
+            vec![format!(
+                "{why} the Ruby plugin always asked Pulp under <pulp_endpoint>/pulpcore_registry."
+            )],
         );
 
         // Without client_endpoint the plugin put pulp_endpoint's host into
         // redirect Locations, which is the host Pulp itself names on a standard
         // smart proxy: leaving the key empty keeps Pulp's Location as it is.
         if let Some((value, origin)) = self.plugin.scalar("client_endpoint")? {
-            let ce = parse_url(&value).ok_or_else(|| self.bad_url(self.plugin, "client_endpoint", &value))?;
+            let ce = parse_url(&value)
+                .ok_or_else(|| self.bad_url(self.plugin, "client_endpoint", &value))?;
             if !ce.path.trim_end_matches('/').is_empty() {
                 self.warnings.push(format!(
                     "{origin}: its path {:?} is dropped for pulp.client_endpoint, which replaces only the scheme and host of Pulp's redirects (the Ruby plugin used only the host)",
                     ce.path
                 ));
             }
-            let s = Sourced { value: ce.origin(), why: format!("{origin}."), origin: Some(origin) };
+            let s = Sourced {
+                value: ce.origin(),
+                why: format!("{origin}."),
+                origin: Some(origin),
+            };
             self.put(
                 "pulp",
                 "client_endpoint",
@@ -362,11 +421,30 @@ impl Builder<'_> {
 
         let https = endpoint.starts_with("https://");
         for (plugin_key, proxy_key, fallback, gateway_key) in [
-            ("pulp_client_ssl_ca", "foreman_ssl_ca", "ssl_ca_file", "ssl_ca"),
-            ("pulp_client_ssl_cert", "foreman_ssl_cert", "ssl_certificate", "ssl_cert"),
-            ("pulp_client_ssl_key", "foreman_ssl_key", "ssl_private_key", "ssl_key"),
+            (
+                "pulp_client_ssl_ca",
+                "foreman_ssl_ca",
+                "ssl_ca_file",
+                "ssl_ca",
+            ),
+            (
+                "pulp_client_ssl_cert",
+                "foreman_ssl_cert",
+                "ssl_certificate",
+                "ssl_cert",
+            ),
+            (
+                "pulp_client_ssl_key",
+                "foreman_ssl_key",
+                "ssl_private_key",
+                "ssl_key",
+            ),
         ] {
-            let chosen = self.chain(&[(self.plugin, plugin_key), (self.proxy, proxy_key), (self.proxy, fallback)])?;
+            let chosen = self.chain(&[
+                (self.plugin, plugin_key),
+                (self.proxy, proxy_key),
+                (self.proxy, fallback),
+            ])?;
             let Some((value, origin, depth)) = chosen else {
                 if https {
                     self.warnings.push(format!(
@@ -386,7 +464,11 @@ impl Builder<'_> {
                     ":{plugin_key}: and :{proxy_key}: are not set: the Ruby plugin copies :{proxy_key}:, which foreman-proxy takes from {origin}."
                 ),
             };
-            let s = Sourced { value: value.clone(), why, origin: Some(origin.clone()) };
+            let s = Sourced {
+                value: value.clone(),
+                why,
+                origin: Some(origin.clone()),
+            };
             self.put("pulp", table_key, &s, &[]);
             if depth > 0 {
                 self.defaults.push(DefaultLine {
@@ -401,7 +483,10 @@ impl Builder<'_> {
     }
 
     /// The first of `keys` that is set, and how far down the list it was.
-    fn chain(&self, keys: &[(&SettingsFile, &str)]) -> Result<Option<(String, Origin, usize)>, ImportError> {
+    fn chain(
+        &self,
+        keys: &[(&SettingsFile, &str)],
+    ) -> Result<Option<(String, Origin, usize)>, ImportError> {
         for (depth, (file, name)) in keys.iter().enumerate() {
             if let Some((value, origin)) = file.scalar(name)? {
                 return Ok(Some((value, origin, depth)));
@@ -415,10 +500,12 @@ impl Builder<'_> {
             return Err(ImportError::Missing {
                 path: self.proxy.path.clone(),
                 key: ":foreman_url:".to_owned(),
-                message: "the gateway asks the central Katello at this URL (central.url)".to_owned(),
+                message: "the gateway asks the central Katello at this URL (central.url)"
+                    .to_owned(),
             });
         };
-        let url = parse_url(&value).ok_or_else(|| self.bad_url(self.proxy, "foreman_url", &value))?;
+        let url =
+            parse_url(&value).ok_or_else(|| self.bad_url(self.proxy, "foreman_url", &value))?;
         // URI.join(foreman_url, '/v2/', route): the absolute registry path
         // replaces whatever path foreman_url had.
         if !url.path.trim_end_matches('/').is_empty() {
@@ -427,19 +514,29 @@ impl Builder<'_> {
                 url.path
             ));
         }
-        let s = Sourced { value: url.origin(), why: format!("{origin}."), origin: Some(origin) };
+        let s = Sourced {
+            value: url.origin(),
+            why: format!("{origin}."),
+            origin: Some(origin),
+        };
         self.put("central", "url", &s, &[]);
 
         match self.plugin.scalar("katello_registry_path")? {
             Some((value, _)) if !value.starts_with('/') => {
-                let entry = self
-                    .plugin
-                    .get("katello_registry_path")
-                    .ok_or_else(|| ImportError::Internal("katello_registry_path vanished".to_owned()))?;
-                return Err(self.plugin.invalid(entry, &format!("must be an absolute path like /v2/, not {value:?}")));
+                let entry = self.plugin.get("katello_registry_path").ok_or_else(|| {
+                    ImportError::Internal("katello_registry_path vanished".to_owned())
+                })?;
+                return Err(self.plugin.invalid(
+                    entry,
+                    &format!("must be an absolute path like /v2/, not {value:?}"),
+                ));
             }
             Some((value, origin)) => {
-                let s = Sourced { value, why: format!("{origin}."), origin: Some(origin) };
+                let s = Sourced {
+                    value,
+                    why: format!("{origin}."),
+                    origin: Some(origin),
+                };
                 self.put("central", "registry_path", &s, &[]);
             }
             None => {
@@ -466,7 +563,9 @@ impl Builder<'_> {
             ("foreman_ssl_cert", "ssl_certificate", "ssl_cert"),
             ("foreman_ssl_key", "ssl_private_key", "ssl_key"),
         ] {
-            let Some((value, origin, depth)) = self.chain(&[(self.proxy, proxy_key), (self.proxy, fallback)])? else {
+            let Some((value, origin, depth)) =
+                self.chain(&[(self.proxy, proxy_key), (self.proxy, fallback)])?
+            else {
                 continue;
             };
             let why = if depth == 0 {
@@ -474,7 +573,11 @@ impl Builder<'_> {
             } else {
                 format!(":{proxy_key}: is not set: foreman-proxy calls Foreman with {origin}.")
             };
-            let s = Sourced { value: value.clone(), why, origin: Some(origin.clone()) };
+            let s = Sourced {
+                value: value.clone(),
+                why,
+                origin: Some(origin.clone()),
+            };
             self.put("central", gateway_key, &s, &[]);
             if depth > 0 {
                 self.defaults.push(DefaultLine {
@@ -499,8 +602,9 @@ impl Builder<'_> {
                     TomlValue::List(names),
                     vec![
                         format!("{origin}."),
-                        "foreman-proxy let these client-certificate CNs call the Ruby plugin's".to_owned(),
-                        "management routes (and every other feature).".to_owned(),
+                        "foreman-proxy let these client-certificate CNs call the Ruby plugin's management routes \
+                         (and every other feature)."
+                            .to_owned(),
                     ],
                 );
             }
@@ -509,10 +613,16 @@ impl Builder<'_> {
                 // CA signed in; the gateway wants names, and Katello's client
                 // certificate is named after its host.
                 let (value, _) = self.proxy.scalar("foreman_url")?.ok_or_else(|| {
-                    ImportError::Internal("foreman_url vanished between central and management".to_owned())
+                    ImportError::Internal(
+                        "foreman_url vanished between central and management".to_owned(),
+                    )
                 })?;
                 let host = parse_url(&value).map(|u| u.host()).unwrap_or_default();
-                let state = if other.is_some() { "is empty" } else { "is not set" };
+                let state = if other.is_some() {
+                    "is empty"
+                } else {
+                    "is not set"
+                };
                 let foreman = self.proxy.get("foreman_url").map(|e| self.proxy.origin(e));
                 if let Some(o) = &foreman {
                     self.route(o, "management.allowed_cns");
@@ -521,11 +631,12 @@ impl Builder<'_> {
                     "management",
                     "allowed_cns",
                     TomlValue::List(vec![host.clone()]),
-                    vec![
-                        format!(":trusted_hosts: {state} in {}: foreman-proxy then let any", self.proxy_file()),
-                        "client certificate its CA signed call it. The gateway needs names: this is".to_owned(),
-                        "the host of :foreman_url:, the name in Katello's client certificate.".to_owned(),
-                    ],
+                    vec![format!(
+                        ":trusted_hosts: {state} in {}: foreman-proxy then let any client certificate its CA \
+                         signed call it. The gateway needs names: this is the host of :foreman_url:, the name in \
+                         Katello's client certificate.",
+                        self.proxy_file()
+                    )],
                 );
                 self.warnings.push(format!(
                     ":trusted_hosts: {state}: management.allowed_cns is [{host:?}] from :foreman_url:; add the name of every Katello server (and of the smart proxy itself if its own certificate calls the management routes)"
@@ -536,7 +647,9 @@ impl Builder<'_> {
     }
 
     fn log(&mut self) -> Result<(), ImportError> {
-        let Some((value, origin)) = self.proxy.scalar("log_level")? else { return Ok(()) };
+        let Some((value, origin)) = self.proxy.scalar("log_level")? else {
+            return Ok(());
+        };
         // foreman-proxy's level covers all its features; debugging them should
         // not turn on every library's debug output in the gateway.
         let filter = match value.to_ascii_uppercase().as_str() {
@@ -556,7 +669,9 @@ impl Builder<'_> {
             "log",
             "filter",
             TomlValue::Str(filter.to_owned()),
-            vec![format!("{origin}: {value}, foreman-proxy's level for all its features.")],
+            vec![format!(
+                "{origin}: {value}, foreman-proxy's level for all its features."
+            )],
         );
         Ok(())
     }
@@ -582,17 +697,24 @@ impl Builder<'_> {
                     Some(keys) => Outcome::To(keys.clone()),
                     None => Outcome::NoEquivalent(no_equivalent(kind, &e.name, &e.value)),
                 };
-                Line { key: e.written.clone(), outcome }
+                Line {
+                    key: e.written.clone(),
+                    outcome,
+                }
             })
             .collect();
-        SourceReport { path: file.path.clone(), lines }
+        SourceReport {
+            path: file.path.clone(),
+            lines,
+        }
     }
 }
 
 /// Why a key that was not carried over has no equivalent.
 fn no_equivalent(kind: Kind, name: &str, value: &Value) -> String {
     const NO_DB: &str = "the gateway keeps no database: Katello pushes the repository list and the host and user mappings at each smart proxy sync, and the gateway persists them in state.dir. The Ruby plugin's database is left as it is (keep it for a rollback)";
-    const LOGS: &str = "the gateway logs to standard error (the journal under systemd); the level is log.filter";
+    const LOGS: &str =
+        "the gateway logs to standard error (the journal under systemd); the level is log.filter";
     match kind {
         Kind::Proxy => match name {
             "settings_directory" => "where foreman-proxy finds settings.d; the plugin's file is --plugin-settings".to_owned(),
@@ -645,14 +767,28 @@ fn no_equivalent(kind: Kind, name: &str, value: &Value) -> String {
 /// The files the configuration names, that cannot be opened now.
 fn unreadable_files(doc: &Doc) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    let pulp_https = matches!(doc.get("pulp", "endpoint"), Some(TomlValue::Str(s)) if s.starts_with("https://"));
-    let central_https = matches!(doc.get("central", "url"), Some(TomlValue::Str(s)) if s.starts_with("https://"));
-    let mut keys = vec![("server", "tls_cert"), ("server", "tls_key"), ("server", "client_ca")];
+    let pulp_https =
+        matches!(doc.get("pulp", "endpoint"), Some(TomlValue::Str(s)) if s.starts_with("https://"));
+    let central_https =
+        matches!(doc.get("central", "url"), Some(TomlValue::Str(s)) if s.starts_with("https://"));
+    let mut keys = vec![
+        ("server", "tls_cert"),
+        ("server", "tls_key"),
+        ("server", "client_ca"),
+    ];
     if pulp_https {
-        keys.extend([("pulp", "ssl_ca"), ("pulp", "ssl_cert"), ("pulp", "ssl_key")]);
+        keys.extend([
+            ("pulp", "ssl_ca"),
+            ("pulp", "ssl_cert"),
+            ("pulp", "ssl_key"),
+        ]);
     }
     if central_https {
-        keys.extend([("central", "ssl_ca"), ("central", "ssl_cert"), ("central", "ssl_key")]);
+        keys.extend([
+            ("central", "ssl_ca"),
+            ("central", "ssl_cert"),
+            ("central", "ssl_key"),
+        ]);
     }
     for (table, key) in keys {
         if let Some(TomlValue::Str(path)) = doc.get(table, key)
@@ -690,14 +826,23 @@ fn pem_bodies(text: &str) -> Vec<String> {
     while let Some(start) = rest.find(BEGIN) {
         let after = &rest[start + BEGIN.len()..];
         let Some(end) = after.find(END) else { break };
-        out.push(after[..end].chars().filter(|c| !c.is_whitespace()).collect());
+        out.push(
+            after[..end]
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect(),
+        );
         rest = &after[end + END.len()..];
     }
     out
 }
 
 fn pick_port(candidates: &[u16], taken: &[u16]) -> u16 {
-    candidates.iter().copied().find(|p| !taken.contains(p)).unwrap_or(candidates[0])
+    candidates
+        .iter()
+        .copied()
+        .find(|p| !taken.contains(p))
+        .unwrap_or(candidates[0])
 }
 
 /// An http(s) URL split the way the gateway's keys want it.
@@ -747,5 +892,9 @@ pub fn parse_url(value: &str) -> Option<Url> {
     if authority.is_empty() || authority.contains(['@', ' ', '\t']) {
         return None;
     }
-    Some(Url { scheme, authority: authority.to_owned(), path: path.to_owned() })
+    Some(Url {
+        scheme,
+        authority: authority.to_owned(),
+        path: path.to_owned(),
+    })
 }

@@ -34,10 +34,18 @@ read; 4 a settings file is not valid YAML; 5 a setting is missing or unusable;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ImportArgs {
     /// foreman-proxy's settings.
-    #[arg(long, value_name = "PATH", default_value = "/etc/foreman-proxy/settings.yml")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/etc/foreman-proxy/settings.yml"
+    )]
     pub proxy_settings: PathBuf,
     /// smart_proxy_container_gateway's settings.
-    #[arg(long, value_name = "PATH", default_value = "/etc/foreman-proxy/settings.d/container_gateway.yml")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/etc/foreman-proxy/settings.d/container_gateway.yml"
+    )]
     pub plugin_settings: PathBuf,
     /// Write gateway.toml here (and the report to standard output) instead of
     /// to standard output (and the report to standard error).
@@ -57,11 +65,25 @@ pub enum ImportError {
     #[error("cannot read {}: {message}", path.display())]
     Unreadable { path: PathBuf, message: String },
     #[error("{}:{line}:{column}: {message}", path.display())]
-    Malformed { path: PathBuf, line: usize, column: usize, message: String },
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{}: {key} {message}", located(path, *line))]
-    Invalid { path: PathBuf, line: usize, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
     #[error("{}: {key} is not set: {message}", path.display())]
-    Missing { path: PathBuf, key: String, message: String },
+    Missing {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     #[error("cannot tell this machine's hostname, which {needed_for} defaults to: pass --hostname")]
     NoHostname { needed_for: String },
     #[error("{hostname:?} is not a host name: pass --hostname")]
@@ -75,7 +97,11 @@ pub enum ImportError {
 }
 
 fn located(path: &Path, line: usize) -> String {
-    if line > 0 { format!("{}:{line}", path.display()) } else { path.display().to_string() }
+    if line > 0 {
+        format!("{}:{line}", path.display())
+    } else {
+        path.display().to_string()
+    }
 }
 
 impl ImportError {
@@ -100,8 +126,9 @@ pub fn import_files(proxy: &Path, plugin: &Path, env: &Env) -> Result<Imported, 
     let imported = import(&proxy, &plugin, env)?;
     // What the import writes must be a configuration the gateway parses;
     // anything else is a bug here, not in the admin's files.
-    crate::config::parse(&imported.toml)
-        .map_err(|p| ImportError::Internal(format!("the written configuration does not parse: {p}")))?;
+    crate::config::parse(&imported.toml).map_err(|p| {
+        ImportError::Internal(format!("the written configuration does not parse: {p}"))
+    })?;
     Ok(imported)
 }
 
@@ -124,16 +151,27 @@ fn run_inner(args: &ImportArgs) -> Result<(), ImportError> {
     {
         return Err(ImportError::OutputExists { path: out.clone() });
     }
-    let env = Env { hostname: args.hostname.clone().or_else(system_hostname), rhsm_ca: PathBuf::from(RHSM_KATELLO_CA) };
+    let env = Env {
+        hostname: args.hostname.clone().or_else(system_hostname),
+        rhsm_ca: PathBuf::from(RHSM_KATELLO_CA),
+    };
     let imported = import_files(&args.proxy_settings, &args.plugin_settings, &env)?;
     let report = imported.report.render(args.output.as_deref());
     match &args.output {
         Some(path) => {
             write_output(path, &imported.toml, args.force)?;
-            print_to(&mut std::io::stdout(), &report, Path::new("standard output"))?;
+            print_to(
+                &mut std::io::stdout(),
+                &report,
+                Path::new("standard output"),
+            )?;
         }
         None => {
-            print_to(&mut std::io::stdout(), &imported.toml, Path::new("standard output"))?;
+            print_to(
+                &mut std::io::stdout(),
+                &imported.toml,
+                Path::new("standard output"),
+            )?;
             print_to(&mut std::io::stderr(), &report, Path::new("standard error"))?;
         }
     }
@@ -143,7 +181,10 @@ fn run_inner(args: &ImportArgs) -> Result<(), ImportError> {
 fn print_to(w: &mut dyn Write, text: &str, name: &Path) -> Result<(), ImportError> {
     w.write_all(text.as_bytes())
         .and_then(|()| w.flush())
-        .map_err(|e| ImportError::Write { path: name.to_owned(), message: e.to_string() })
+        .map_err(|e| ImportError::Write {
+            path: name.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// What `hostname` prints, as the Ruby plugin's default took it.
@@ -157,20 +198,34 @@ fn system_hostname() -> Option<String> {
 /// renamed over it (`force`) or linked into place only if nothing is there.
 pub fn write_output(path: &Path, text: &str, force: bool) -> Result<(), ImportError> {
     use std::os::unix::fs::PermissionsExt;
-    let write_err = |e: &dyn std::fmt::Display| ImportError::Write { path: path.to_owned(), message: e.to_string() };
+    let write_err = |e: &dyn std::fmt::Display| ImportError::Write {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new().prefix(".gateway.toml.").tempfile_in(dir).map_err(|e| write_err(&e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".gateway.toml.")
+        .tempfile_in(dir)
+        .map_err(|e| write_err(&e))?;
     tmp.write_all(text.as_bytes()).map_err(|e| write_err(&e))?;
     // The file names paths only, no secrets; the gateway's own user must read it.
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| write_err(&e))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| write_err(&e))?;
     tmp.as_file().sync_all().map_err(|e| write_err(&e))?;
-    let persisted = if force { tmp.persist(path) } else { tmp.persist_noclobber(path) };
+    let persisted = if force {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
     persisted.map(|_| ()).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            ImportError::OutputExists { path: path.to_owned() }
+            ImportError::OutputExists {
+                path: path.to_owned(),
+            }
         } else {
             write_err(&e.error)
         }

@@ -32,14 +32,28 @@ impl Doc {
         self.header.push(line.into());
     }
 
-    pub fn set(&mut self, table: &'static str, key: &'static str, value: TomlValue, comment: Vec<String>) {
+    pub fn set(
+        &mut self,
+        table: &'static str,
+        key: &'static str,
+        value: TomlValue,
+        comment: Vec<String>,
+    ) {
         debug_assert!(TABLES.contains(&table), "table {table} is not rendered");
         self.entries.retain(|e| !(e.table == table && e.key == key));
-        self.entries.push(TomlEntry { table, key, value, comment });
+        self.entries.push(TomlEntry {
+            table,
+            key,
+            value,
+            comment,
+        });
     }
 
     pub fn get(&self, table: &str, key: &str) -> Option<&TomlValue> {
-        self.entries.iter().find(|e| e.table == table && e.key == key).map(|e| &e.value)
+        self.entries
+            .iter()
+            .find(|e| e.table == table && e.key == key)
+            .map(|e| &e.value)
     }
 
     pub fn render(&self) -> String {
@@ -48,7 +62,8 @@ impl Doc {
             push_comment(&mut out, line);
         }
         for table in TABLES {
-            let entries: Vec<&TomlEntry> = self.entries.iter().filter(|e| e.table == table).collect();
+            let entries: Vec<&TomlEntry> =
+                self.entries.iter().filter(|e| e.table == table).collect();
             if entries.is_empty() {
                 continue;
             }
@@ -67,22 +82,39 @@ impl Doc {
     }
 }
 
-/// A comment line; a value quoted inside one cannot end it early or start a
-/// key, because control characters are escaped.
-fn push_comment(out: &mut String, line: &str) {
-    if line.is_empty() {
-        out.push_str("#\n");
-        return;
-    }
-    out.push_str("# ");
-    for c in line.chars() {
+/// Comment text wraps at this width (after the `# `).
+const COMMENT_WIDTH: usize = 78;
+
+/// A comment, wrapped; a value quoted inside one cannot end it early or start
+/// a key, because control characters are escaped.
+fn push_comment(out: &mut String, text: &str) {
+    let mut clean = String::with_capacity(text.len());
+    for c in text.chars() {
         if c.is_control() {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            let _ = write!(clean, "\\u{{{:x}}}", c as u32);
         } else {
-            out.push(c);
+            clean.push(c);
         }
     }
-    out.push('\n');
+    let indent: String = clean.chars().take_while(|c| *c == ' ').collect();
+    let mut line = indent.clone();
+    for word in clean.split(' ').filter(|w| !w.is_empty()) {
+        if line.len() > indent.len()
+            && line.chars().count() + 1 + word.chars().count() > COMMENT_WIDTH
+        {
+            let _ = writeln!(out, "# {line}");
+            line.clone_from(&indent);
+        }
+        if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if line.is_empty() {
+        out.push_str("#\n");
+    } else {
+        let _ = writeln!(out, "# {line}");
+    }
 }
 
 fn render_value(v: &TomlValue) -> String {
@@ -175,7 +207,12 @@ impl Report {
             if source.lines.is_empty() {
                 out.push_str("  (no settings)\n");
             }
-            let width = source.lines.iter().map(|l| l.key.chars().count()).max().unwrap_or(0);
+            let width = source
+                .lines
+                .iter()
+                .map(|l| l.key.chars().count())
+                .max()
+                .unwrap_or(0);
             for l in &source.lines {
                 match &l.outcome {
                     Outcome::To(keys) => {
@@ -189,9 +226,18 @@ impl Report {
         }
         if !self.defaults.is_empty() {
             out.push_str("Not set in the files, defaulted as the Ruby plugin does:\n");
-            let width = self.defaults.iter().map(|d| d.key.chars().count()).max().unwrap_or(0);
+            let width = self
+                .defaults
+                .iter()
+                .map(|d| d.key.chars().count())
+                .max()
+                .unwrap_or(0);
             for d in &self.defaults {
-                let _ = writeln!(out, "  {:<width$}  -> {} = {} ({})", d.key, d.gateway_key, d.value, d.why);
+                let _ = writeln!(
+                    out,
+                    "  {:<width$}  -> {} = {} ({})",
+                    d.key, d.gateway_key, d.value, d.why
+                );
             }
         }
         if !self.warnings.is_empty() {
@@ -206,7 +252,9 @@ impl Report {
                 let _ = writeln!(out, "  {key}: {path}: {err}");
             }
         }
-        let config = output.map(|p| p.display().to_string()).unwrap_or_else(|| "PATH".to_owned());
+        let config = output
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "PATH".to_owned());
         let _ = writeln!(
             out,
             "Next: container-gateway check-config --config {config}; then README, \"Migrating from smart_proxy_container_gateway\"."

@@ -64,8 +64,10 @@ impl fmt::Display for Origin {
 impl SettingsFile {
     /// Read and parse `path`.
     pub fn load(path: &Path) -> Result<SettingsFile, ImportError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ImportError::Unreadable { path: path.to_owned(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ImportError::Unreadable {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         SettingsFile::parse(path, &text)
     }
 
@@ -80,7 +82,12 @@ impl SettingsFile {
         // smart-proxy reads the first document only (`YAML.load`), and treats
         // an empty file as no settings at all.
         let root = match docs.into_iter().next() {
-            None | Some(Yaml::Null) => return Ok(SettingsFile { path: path.to_owned(), entries: Vec::new() }),
+            None | Some(Yaml::Null) => {
+                return Ok(SettingsFile {
+                    path: path.to_owned(),
+                    entries: Vec::new(),
+                });
+            }
             Some(root) => root,
         };
         let Yaml::Hash(hash) = root else {
@@ -88,7 +95,10 @@ impl SettingsFile {
                 path: path.to_owned(),
                 line: first_content_line(text),
                 column: 1,
-                message: format!("expected a mapping of settings (`:name: value` lines), found {}", describe(&root)),
+                message: format!(
+                    "expected a mapping of settings (`:name: value` lines), found {}",
+                    describe(&root)
+                ),
             });
         };
         let mut entries = Vec::with_capacity(hash.len());
@@ -103,20 +113,33 @@ impl SettingsFile {
                         path: path.to_owned(),
                         line: first_content_line(text),
                         column: 1,
-                        message: format!("a setting's name must be a plain word, found {}", describe(other)),
+                        message: format!(
+                            "a setting's name must be a plain word, found {}",
+                            describe(other)
+                        ),
                     });
                 }
             };
-            let name = written_key.strip_prefix(':').unwrap_or(&written_key).to_owned();
+            let name = written_key
+                .strip_prefix(':')
+                .unwrap_or(&written_key)
+                .to_owned();
             let line = key_line(text, &written_key);
             entries.push(Entry {
-                written: if written_key.starts_with(':') { format!("{written_key}:") } else { written_key.clone() },
+                written: if written_key.starts_with(':') {
+                    format!("{written_key}:")
+                } else {
+                    written_key.clone()
+                },
                 name,
                 value: reduce(&value),
                 line,
             });
         }
-        Ok(SettingsFile { path: path.to_owned(), entries })
+        Ok(SettingsFile {
+            path: path.to_owned(),
+            entries,
+        })
     }
 
     /// The entry for `name` (without the colon). A file may spell one setting
@@ -130,27 +153,37 @@ impl SettingsFile {
     }
 
     pub fn origin(&self, entry: &Entry) -> Origin {
-        Origin { written: entry.written.clone(), path: self.path.clone(), line: entry.line }
+        Origin {
+            written: entry.written.clone(),
+            path: self.path.clone(),
+            line: entry.line,
+        }
     }
 
     /// A single-valued setting: `None` when absent, nil or empty (the Ruby
     /// plugin's `||=` and `fetch` defaults apply then, and an empty path names
     /// no file anyway).
     pub fn scalar(&self, name: &str) -> Result<Option<(String, Origin)>, ImportError> {
-        let Some(entry) = self.get(name) else { return Ok(None) };
+        let Some(entry) = self.get(name) else {
+            return Ok(None);
+        };
         match &entry.value {
             Value::Scalar(s) if s.trim().is_empty() => Ok(None),
             Value::Scalar(s) => Ok(Some((s.trim().to_owned(), self.origin(entry)))),
             Value::Null => Ok(None),
             Value::List(_) => Err(self.invalid(entry, "must be a single value, not a list")),
-            Value::Other(what) => Err(self.invalid(entry, &format!("must be a single value, not {what}"))),
+            Value::Other(what) => {
+                Err(self.invalid(entry, &format!("must be a single value, not {what}")))
+            }
         }
     }
 
     /// A list setting. A lone scalar is taken as a one-element list: it is what
     /// an admin who wrote `:trusted_hosts: katello.example.com` meant.
     pub fn list(&self, name: &str) -> Result<Option<(Vec<String>, Origin)>, ImportError> {
-        let Some(entry) = self.get(name) else { return Ok(None) };
+        let Some(entry) = self.get(name) else {
+            return Ok(None);
+        };
         let items = match &entry.value {
             Value::List(items) => items.clone(),
             Value::Scalar(s) if s.trim().is_empty() => Vec::new(),
@@ -160,7 +193,11 @@ impl SettingsFile {
                 return Err(self.invalid(entry, &format!("must be a list of names, not {what}")));
             }
         };
-        let items = items.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        let items = items
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
         Ok(Some((items, self.origin(entry))))
     }
 
@@ -183,7 +220,9 @@ fn reduce(value: &Yaml) -> Value {
                 match scalar_text(item) {
                     Some(s) => out.push(s),
                     None if matches!(item, Yaml::Null) => {}
-                    None => return Value::Other("a list holding something other than plain values"),
+                    None => {
+                        return Value::Other("a list holding something other than plain values");
+                    }
                 }
             }
             Value::List(out)
@@ -218,7 +257,11 @@ fn describe(value: &Yaml) -> &'static str {
 /// The line of a top-level key. The parsed tree carries no positions, and a
 /// settings file is flat, so a key is a line that starts with it.
 fn key_line(text: &str, key: &str) -> usize {
-    let quoted = [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")];
+    let quoted = [
+        format!("{key}:"),
+        format!("\"{key}\":"),
+        format!("'{key}':"),
+    ];
     text.lines()
         .position(|l| quoted.iter().any(|q| l.starts_with(q.as_str())))
         .map(|i| i + 1)

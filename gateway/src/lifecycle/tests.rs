@@ -3,7 +3,9 @@ use super::*;
 use std::os::unix::net::UnixDatagram;
 
 fn receive(socket: &UnixDatagram) -> String {
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     let mut buf = [0u8; 4096];
     let n = socket.recv(&mut buf).unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -22,7 +24,11 @@ fn notifies_a_socket_named_by_path() {
 #[test]
 fn notifies_an_abstract_socket() {
     use std::os::linux::net::SocketAddrExt;
-    let name = format!("container-gateway-test-{}-{:?}", std::process::id(), std::thread::current().id());
+    let name = format!(
+        "container-gateway-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    );
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let socket = UnixDatagram::bind_addr(&addr).unwrap();
     let notifier = Notifier::new(Some(format!("@{name}").into()));
@@ -86,10 +92,19 @@ fn only_start_time_settings_are_reported_as_needing_a_restart() {
     let old = config::load(&path).unwrap();
 
     write_config(dir.path(), "[log]\nfilter = \"debug\"\n");
-    assert_eq!(restart_needed(&old, &config::load(&path).unwrap()), Vec::<&str>::new());
+    assert_eq!(
+        restart_needed(&old, &config::load(&path).unwrap()),
+        Vec::<&str>::new()
+    );
 
-    write_config(dir.path(), "[cache]\nttl_secs = 60\n[admin]\nlisten = \"127.0.0.1:9999\"\n");
-    assert_eq!(restart_needed(&old, &config::load(&path).unwrap()), vec!["cache", "admin.listen"]);
+    write_config(
+        dir.path(),
+        "[cache]\nttl_secs = 60\n[admin]\nlisten = \"127.0.0.1:9999\"\n",
+    );
+    assert_eq!(
+        restart_needed(&old, &config::load(&path).unwrap()),
+        vec!["cache", "admin.listen"]
+    );
 }
 
 #[test]
@@ -106,8 +121,14 @@ fn a_bad_file_is_rejected_with_its_first_problem() {
 
 fn write_pem(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
-    let (c, k) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}-key.pem")));
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}-key.pem")),
+    );
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     (c, k)
@@ -126,7 +147,11 @@ fn a_certificate_that_does_not_load_rejects_the_reload() {
     let (_, other_key) = write_pem(d, "other");
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "[server]\nlisten = []",
-        &format!("[server]\nlisten = [\"127.0.0.1:0\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"", cert.display(), other_key.display()),
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+            cert.display(),
+            other_key.display()
+        ),
     );
     std::fs::write(&path, text).unwrap();
     let err = reload(&path, &old, Some(&tls), &LogFilter::default()).unwrap_err();

@@ -31,6 +31,9 @@ impl UpstreamVersion {
 /// A filtered body, gzipped on first demand.
 pub struct FilteredBody {
     pub filtered: Filtered,
+    /// Visible apps whose runtime is not visible (computed with the body, so
+    /// the check costs nothing per request).
+    pub apps_missing_runtime: usize,
     gzipped: OnceLock<Bytes>,
 }
 
@@ -62,7 +65,10 @@ struct FilterKey {
 pub enum FetchError {
     Upstream(UpstreamError),
     /// Pulp answered with an error status; relayed to the client.
-    Status { status: u16, detail: String },
+    Status {
+        status: u16,
+        detail: String,
+    },
     /// Pulp answered 200 with something that is not an index.
     Malformed(String),
 }
@@ -78,6 +84,8 @@ pub struct IndexCache {
     filtered: DashMap<FilterKey, Arc<FilteredBody>>,
     filtered_bytes: AtomicUsize,
     next_version: AtomicU64,
+    /// (host, upstream version) pairs already warned about missing runtimes.
+    warned: DashMap<(Arc<str>, u64), ()>,
     pub kept_entries: AtomicU64,
     pub dropped_entries: AtomicU64,
 }
@@ -108,7 +116,10 @@ impl IndexCache {
             .run(key.to_owned(), || async {
                 let (status, body) = fetch().await?;
                 if status != 200 {
-                    return Err(FetchError::Status { status, detail: detail_of(&body) });
+                    return Err(FetchError::Status {
+                        status,
+                        detail: detail_of(&body),
+                    });
                 }
                 let digest: [u8; 32] = Sha256::digest(&body).into();
                 let current = self.upstream.get(key).map(|v| v.clone());
@@ -120,13 +131,21 @@ impl IndexCache {
                 let index = match &current {
                     Some(c) if c.digest == digest => c.index.clone(),
                     _ => {
-                        let parsed = actix_web::rt::task::spawn_blocking(move || UpstreamIndex::parse(body))
-                            .await
-                            .map_err(|e| FetchError::Malformed(format!("index parser failed: {e}")))?;
+                        let parsed =
+                            actix_web::rt::task::spawn_blocking(move || UpstreamIndex::parse(body))
+                                .await
+                                .map_err(|e| {
+                                    FetchError::Malformed(format!("index parser failed: {e}"))
+                                })?;
                         Arc::new(parsed.map_err(|e| FetchError::Malformed(e.to_string()))?)
                     }
                 };
-                let fresh = Arc::new(UpstreamVersion { index, version, fetched: Instant::now(), digest });
+                let fresh = Arc::new(UpstreamVersion {
+                    index,
+                    version,
+                    fetched: Instant::now(),
+                    digest,
+                });
                 self.upstream.insert(key.to_owned(), fresh.clone());
                 Ok(fresh)
             })
@@ -154,7 +173,11 @@ impl IndexCache {
         grant: Option<RepoSet>,
         registry_url: String,
     ) -> Arc<FilteredBody> {
-        let key = FilterKey { version: upstream.version, generation: snapshot.generation, grant };
+        let key = FilterKey {
+            version: upstream.version,
+            generation: snapshot.generation,
+            grant,
+        };
         if let Some(hit) = self.filtered.get(&key) {
             return hit.clone();
         }
@@ -163,20 +186,37 @@ impl IndexCache {
         let grant = key.grant.clone();
         self.filters
             .run(key.clone(), || async move {
-                let filtered = match actix_web::rt::task::spawn_blocking(move || {
-                    index.filter(&registry_url, &|name| snapshot.visible(name, grant.as_ref()))
+                let computed = actix_web::rt::task::spawn_blocking(move || {
+                    let visible = |name: &str| snapshot.visible(name, grant.as_ref());
+                    let missing =
+                        crate::explain::runtime_report(&index, &visible).apps_missing_runtime();
+                    (index.filter(&registry_url, &visible), missing)
                 })
-                .await
-                {
+                .await;
+                let (filtered, apps_missing_runtime) = match computed {
                     Ok(f) => f,
                     // The filter does not panic on any input; should the thread
                     // pool fail anyway, nobody sees anything rather than too much.
-                    Err(_) => Filtered { body: Bytes::from_static(b"{\"Registry\":\"/\",\"Results\":[]}"), etag: "\"unavailable\"".into(), kept: 0, dropped: 0 },
+                    Err(_) => (
+                        Filtered {
+                            body: Bytes::from_static(b"{\"Registry\":\"/\",\"Results\":[]}"),
+                            etag: "\"unavailable\"".into(),
+                            kept: 0,
+                            dropped: 0,
+                        },
+                        0,
+                    ),
                 };
-                self.kept_entries.fetch_add(filtered.kept as u64, Ordering::Relaxed);
-                self.dropped_entries.fetch_add(filtered.dropped as u64, Ordering::Relaxed);
+                self.kept_entries
+                    .fetch_add(filtered.kept as u64, Ordering::Relaxed);
+                self.dropped_entries
+                    .fetch_add(filtered.dropped as u64, Ordering::Relaxed);
                 let size = filtered.body.len();
-                let body = Arc::new(FilteredBody { filtered, gzipped: OnceLock::new() });
+                let body = Arc::new(FilteredBody {
+                    filtered,
+                    apps_missing_runtime,
+                    gzipped: OnceLock::new(),
+                });
                 if self.filtered_bytes.fetch_add(size, Ordering::Relaxed) + size > FILTERED_BUDGET {
                     self.shrink(version, generation);
                 }
@@ -186,8 +226,32 @@ impl IndexCache {
             .await
     }
 
+    /// Log once per host and index version that some of its apps lack their
+    /// runtime, and count the host. Returns whether this call was the first.
+    pub fn note_missing_runtimes(&self, host: &Arc<str>, version: u64, apps: usize) -> bool {
+        if apps == 0 {
+            return false;
+        }
+        if self.warned.len() > 100_000 {
+            self.warned.retain(|(_, v), _| *v == version);
+        }
+        if self.warned.insert((host.clone(), version), ()).is_some() {
+            return false;
+        }
+        metrics::counter!("index_apps_missing_runtime").increment(1);
+        // Counts only: the names are for `explain`, not for a log a host's
+        // operator might read about another host.
+        tracing::warn!(
+            host = %host,
+            apps,
+            "Flatpak apps visible to this host need a runtime it cannot see; run `container-gateway explain --host {host}`"
+        );
+        true
+    }
+
     fn shrink(&self, version: u64, generation: u64) {
-        self.filtered.retain(|k, _| k.version == version && k.generation == generation);
+        self.filtered
+            .retain(|k, _| k.version == version && k.generation == generation);
         let mut total: usize = self.filtered.iter().map(|e| e.filtered.body.len()).sum();
         if total > FILTERED_BUDGET / 2 {
             self.filtered.clear();

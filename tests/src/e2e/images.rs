@@ -341,7 +341,9 @@ impl Flatpak {
         let bs = b.to_string_lossy().into_owned();
         // build-finish before any export exists ("already finalized" otherwise).
         self.cmd(&["build-finish", &bs, "--share=network"]).run().ok();
-        self.cmd(&["build-export", "--disable-sandbox", "repo", &bs, "stable"])
+        // A non-ASCII subject, as in the field: the index must carry it as raw UTF-8.
+        let subject = format!("--subject={id} – ünïcödé ✓");
+        self.cmd(&["build-export", "--disable-sandbox", &subject, "repo", &bs, "stable"])
             .run()
             .ok();
         self.cmd(&["build-bundle", "--oci", "repo", out, id, "stable"])
