@@ -34,38 +34,31 @@ fn rust_log() -> Option<String> {
 }
 
 pub fn init_logging(filter: &str) -> LogFilter {
+    use tracing_subscriber::prelude::*;
     let filter = rust_log().unwrap_or_else(|| filter.to_owned());
     let env_filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (env_filter, handle) = tracing_subscriber::reload::Layer::new(env_filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // Under systemd, journald stamps each line itself and colours are noise.
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
-    // The two formats are different types, hence two arms that look alike.
-    let reload: Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync> =
-        if journald {
-            let builder = builder
-                .without_time()
-                .with_ansi(false)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            if builder.try_init().is_err() {
-                return LogFilter { reload: None };
-            }
-            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
-        } else {
-            let builder = builder
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            if builder.try_init().is_err() {
-                return LogFilter { reload: None };
-            }
-            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
-        };
+    let fmt = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        fmt.without_time().with_ansi(false).boxed()
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed()
+    };
+    if tracing_subscriber::registry()
+        .with(env_filter)
+        .with(fmt)
+        .try_init()
+        .is_err()
+    {
+        return LogFilter::default();
+    }
     LogFilter {
-        reload: Some(reload),
+        reload: Some(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        })),
     }
 }
 

@@ -778,6 +778,8 @@ fn pushes_and_deletes_are_405_unsupported_and_never_reach_pulp() {
         ("host", env.curl_as(&env.host_cert(HOST_A))),
         ("anonymous", env.curl()),
     ] {
+        // podman and skopeo push over HTTP/1.1.
+        let curl = curl.http(CurlHttp::Http11);
         let with_body = curl.body("application/vnd.oci.image.manifest.v1+json", b"{}".to_vec());
         for (method, path) in &cases {
             let r = if *method == "GET" {

@@ -275,6 +275,71 @@ fn check_permissions(dir: &Path, path: &Path, require_root_owner: bool) -> Resul
     Ok(())
 }
 
+/// A peer address as text, on the stack. IPv4 (the usual case, and the one
+/// trusted frontends use) is written by hand: `std`'s formatting machinery
+/// costs more than the rest of a plugin call.
+struct PeerText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Default for PeerText {
+    fn default() -> Self {
+        PeerText {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl PeerText {
+    fn push(&mut self, bytes: &[u8]) {
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    fn push_decimal(&mut self, mut value: u32) {
+        let mut digits = [0u8; 10];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.push(&digits[start..]);
+    }
+
+    fn format(&mut self, peer: std::net::SocketAddr) -> &[u8] {
+        self.len = 0;
+        match peer {
+            std::net::SocketAddr::V4(v4) => {
+                for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(b".");
+                    }
+                    self.push_decimal(u32::from(octet));
+                }
+                self.push(b":");
+                self.push_decimal(u32::from(v4.port()));
+            }
+            std::net::SocketAddr::V6(v6) => {
+                let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+                // 64 bytes hold the longest form, "[ipv6%scope]:port" (58).
+                self.len = match write!(cursor, "{v6}") {
+                    Ok(()) => usize::try_from(cursor.position()).unwrap_or(0),
+                    Err(_) => 0,
+                };
+            }
+        }
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
 /// A plugin's output buffer, returned to the plugin on drop.
 struct OwnedBuf {
     buf: CgBuf,
@@ -350,13 +415,8 @@ impl PluginBackend {
     }
 
     fn call(&self, facts: &AuthFacts<'_>, chain: &[CgStr]) -> Result<AuthDecision, BackendError> {
-        let mut peer_text = [0u8; 64];
-        let peer = facts.peer.and_then(|p| {
-            let mut cursor = std::io::Cursor::new(&mut peer_text[..]);
-            write!(cursor, "{p}").ok()?;
-            let len = usize::try_from(cursor.position()).ok()?;
-            peer_text.get(..len)
-        });
+        let mut peer_text = PeerText::default();
+        let peer = facts.peer.map(|p| peer_text.format(p));
         let request = CgAuthRequest {
             struct_size: std::mem::size_of::<CgAuthRequest>() as u32,
             tls_chain: if chain.is_empty() {
@@ -650,4 +710,52 @@ unsafe extern "C" fn host_log_enabled(context: *const c_void, level: u32) -> u32
         return 0;
     };
     catch_unwind(AssertUnwindSafe(|| u32::from(context.enabled(level)))).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_text_matches_display() {
+        for peer in [
+            "0.0.0.0:0",
+            "127.0.0.1:8443",
+            "192.0.2.255:65535",
+            "10.20.30.40:5",
+            "[::1]:443",
+            "[2001:db8::1]:55012",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535",
+        ] {
+            let addr: std::net::SocketAddr = peer.parse().expect("address");
+            let mut text = PeerText::default();
+            assert_eq!(text.format(addr), addr.to_string().as_bytes(), "{peer}");
+        }
+    }
+
+    #[test]
+    fn plugin_config_adds_client_ca_unless_set() {
+        let mut cfg = PluginsConfig {
+            dir: "/nonexistent".into(),
+            chain: vec!["p".into()],
+            require_root_owner: true,
+            call_timeout: std::time::Duration::from_secs(1),
+            settings: Default::default(),
+        };
+        let ca = Path::new("/etc/rhsm/ca/katello-default-ca.pem");
+        assert_eq!(
+            plugin_config(&cfg, "p", ca).as_deref(),
+            Ok(r#"{"client_ca":"/etc/rhsm/ca/katello-default-ca.pem"}"#)
+        );
+        cfg.settings.insert(
+            "p".into(),
+            serde_json::json!({"client_ca": "/mine.pem", "x": 1}),
+        );
+        assert_eq!(
+            plugin_config(&cfg, "p", ca).as_deref(),
+            Ok(r#"{"client_ca":"/mine.pem","x":1}"#)
+        );
+        cfg.settings.insert("p".into(), serde_json::json!([1]));
+        assert!(plugin_config(&cfg, "p", ca).is_err());
+    }
 }

@@ -17,9 +17,10 @@ use crate::upstream::pulp::PulpClient;
 const FORWARDED_REQUEST: [HeaderName; 5] =
     [header::ACCEPT, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::RANGE, header::IF_RANGE];
 
-/// Response headers relayed from a Pulp success.
-const RELAYED_RESPONSE: [&str; 7] =
-    ["content-type", "docker-content-digest", "etag", "last-modified", "content-range", "accept-ranges", "cache-control"];
+/// Response headers relayed from a Pulp success. `link` pages `tags/list`; the
+/// route rewrites it to point at us (and drops it elsewhere).
+const RELAYED_RESPONSE: [&str; 8] =
+    ["content-type", "docker-content-digest", "etag", "last-modified", "content-range", "accept-ranges", "cache-control", "link"];
 
 /// Largest Pulp error body relayed.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;

@@ -158,7 +158,10 @@ pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data
         }
         _ => {
             // The raw path was validated whole, so it can be forwarded as is.
-            forward::relay(&req, &up.pulp, &shared.config.pulp, &path).await
+            let mut resp = forward::relay(&req, &up.pulp, &shared.config.pulp, &path).await;
+            // Only tags/list pages; any other Link would name Pulp.
+            resp.headers_mut().remove(header::LINK);
+            resp
         }
     }
 }

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::entitlements::{Lookup, Subject};
+use crate::entitlements::Lookup;
 use crate::http::errors::{self, API_VERSION, API_VERSION_HEADER, Code};
 use crate::http::forward::upstream_failure;
 use crate::http::query;
@@ -132,15 +132,17 @@ pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
         None => tracing::debug!("token issued without a known account; it will be validated with central on use"),
     }
     if let (Some(auth), Some(login)) = (authorization.as_deref(), account.as_deref()) {
-        refresh_user(&shared, &up, auth, login, &digest).await;
+        refresh_user(&shared, &up, auth, login).await;
     }
     reply
 }
 
 /// Replace one user's mapping with central's current answer. A failure keeps
 /// the previous mapping: the token is still valid, and what it can see stays
-/// what central said last.
-async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str, login: &str, digest: &str) {
+/// what central said last. Nothing is cached under the token itself: a stored
+/// token resolves to its user until it expires, and after that (or when it was
+/// never stored, being expired on arrival) only central may vouch for it.
+async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str, login: &str) {
     let repositories = match up.central.catalog_for_authorization(authorization).await {
         Lookup::Granted(r) => r,
         Lookup::Rejected => {
@@ -152,7 +154,6 @@ async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str,
             return;
         }
     };
-    shared.entitlements.remember(Subject::Token(Arc::from(digest)), repositories.clone());
     let login: Arc<str> = Arc::from(login);
     let store = Arc::clone(shared);
     // `replace` rewrites and fsyncs the state file: not on the worker thread.

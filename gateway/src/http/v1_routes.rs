@@ -99,10 +99,8 @@ pub async fn search(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<U
         .map(|n| &**n)
         .filter(|name| snapshot.visible(name, granted.as_ref()) && name.to_lowercase().contains(&needle))
         .collect();
-    let body = SearchBody {
-        num_results: matches.len(),
-        query: &q,
-        results: matches.iter().take(n).map(|name| Hit { description: "", name }).collect(),
-    };
+    let results: Vec<Hit<'_>> = matches.iter().take(n).map(|name| Hit { description: "", name }).collect();
+    // The length of the page, as the Ruby gateway counted it.
+    let body = SearchBody { num_results: results.len(), query: &q, results };
     HttpResponse::Ok().json(body)
 }

@@ -679,6 +679,10 @@ fn malformed_yaml_names_the_file_and_line() {
         matches!(err, ImportError::Malformed { line: 8, .. }),
         "{err}"
     );
+    assert!(
+        err.to_string().contains(":pulp_endpoint: is set twice"),
+        "{err}"
+    );
 }
 
 #[test]

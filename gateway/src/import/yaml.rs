@@ -77,7 +77,7 @@ impl SettingsFile {
             path: path.to_owned(),
             line: e.marker().line(),
             column: e.marker().col() + 1,
-            message: e.info().to_owned(),
+            message: scan_message(e.info()),
         })?;
         // smart-proxy reads the first document only (`YAML.load`), and treats
         // an empty file as no settings at all.
@@ -209,6 +209,19 @@ impl SettingsFile {
             message: message.to_owned(),
         }
     }
+}
+
+/// The parser's message, with a duplicated key named as the admin wrote it
+/// rather than as the parser's debug form (`String(":enabled")`).
+fn scan_message(info: &str) -> String {
+    if let Some(key) = info.strip_suffix(": duplicated key in mapping") {
+        let key = key
+            .strip_prefix("String(\"")
+            .and_then(|k| k.strip_suffix("\")"))
+            .unwrap_or(key);
+        return format!("not valid YAML: {key}: is set twice");
+    }
+    format!("not valid YAML: {info}")
 }
 
 fn reduce(value: &Yaml) -> Value {

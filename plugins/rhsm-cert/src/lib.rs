@@ -12,7 +12,7 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `client_ca` | required | PEM bundle of trusted CAs (the gateway fills it from `server.client_ca`) |
-//! | `cache_capacity` | 10000 | verified certificates remembered; 0 disables the cache |
+//! | `cache_capacity` | 4096 | verified certificates remembered (each keeps its DER, 3-4 KB); 0 disables the cache |
 //! | `cache_ttl_secs` | 300 | how long a verification is reused |
 
 mod cache;
@@ -25,7 +25,6 @@ use gateway_plugin_abi::{AuthPlugin, Decision, Identity, Level, Logger, Request}
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use x509_parser::time::ASN1Time;
 
 pub use verify::{MAX_INTERMEDIATES_IN_PATH, MAX_PRESENTED_INTERMEDIATES};
@@ -41,7 +40,7 @@ struct Settings {
 }
 
 fn default_cache_capacity() -> usize {
-    10_000
+    4096
 }
 
 fn default_cache_ttl_secs() -> u64 {
@@ -118,8 +117,7 @@ impl AuthPlugin for RhsmCert {
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let key: cache::Key = Sha256::digest(leaf).into();
-        if let Some(cn) = self.cache.get(&key, now_unix) {
+        if let Some(cn) = self.cache.get(leaf, now_unix) {
             return Decision::Allow(Identity::Host(cn));
         }
         // Only the TLS path carries intermediates; a forwarded request has an
@@ -132,7 +130,7 @@ impl AuthPlugin for RhsmCert {
                     format_args!("{source} certificate verified for host {}", verified.cn),
                 );
                 let cn = verified.cn.clone();
-                self.cache.insert(key, verified);
+                self.cache.insert(leaf, verified);
                 Decision::Allow(Identity::Host(cn))
             }
             Err(reason) => Decision::Deny(format!("{source} client certificate: {reason}")),

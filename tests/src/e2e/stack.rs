@@ -243,6 +243,8 @@ impl ContainerTools {
                 d.join("runroot").display()
             ),
         );
+        // podman refuses a REGISTRY_AUTH_FILE that does not exist.
+        write(&d.join("auth.json"), r#"{"auths":{}}"#);
         for sub in ["tmp", "run", "libpod-tmp", "net", "storage", "runroot"] {
             mkdir(&d.join(sub));
         }

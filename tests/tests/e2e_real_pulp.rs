@@ -1,0 +1,874 @@
+//! The gateway in front of a REAL Pulp (pulpcore + pulp_container from PyPI,
+//! PostgreSQL, gunicorn and aiohttp), driven by real clients: curl, skopeo,
+//! podman and flatpak.
+//!
+//! Pulp comes from `shared/tools/real-pulp.sh` (see the repository README,
+//! "Against a real Pulp"):
+//!
+//! ```sh
+//! ../shared/tools/real-pulp.sh up   /tmp/cg-pulp && ../shared/tools/real-pulp.sh seed /tmp/cg-pulp
+//! CG_REAL_PULP_DIR=/tmp/cg-pulp cargo test -p gateway-tests --test e2e_real_pulp
+//! ../shared/tools/real-pulp.sh down /tmp/cg-pulp
+//! ```
+//!
+//! Without `CG_REAL_PULP_DIR` (a directory holding the script's `pulp.env`),
+//! or without the client tools, every test prints `SKIPPED: ...` and passes;
+//! with `CG_REQUIRE_REAL_PULP=1` (CI) it fails instead.
+//!
+//! Each test starts its own gateway (`pulp.registry_path = ""`: real Pulp
+//! serves `/v2/` and `/index/` at the API root; plain HTTP on loopback), a fake
+//! central speaking Katello's wire format, and applies Katello's pushes:
+//!
+//! | seeded repository | content | `auth_required` | host A | host B |
+//! |---|---|---|---|---|
+//! | `org/flatpak/hello` | Flatpak app `org.test.Hello` | yes (no in the public-Flatpak test) | yes | - |
+//! | `org/flatpak/platform` | Flatpak runtime `org.test.Platform` | yes (no in the public-Flatpak test) | yes | yes |
+//! | `org/lib/tiny` | plain OCI image, tags `latest` and `1.0` | yes | yes | - |
+//! | `org/lib/other` | plain OCI image | no | (public) | (public) |
+//!
+//! What the gateway must do with the real thing: filter Pulp's own index
+//! (entries byte for byte, `Registry` = us), relay manifests with Pulp's
+//! digests, relay Pulp's signed blob redirects to its content app (clients
+//! follow them and verify digests), and answer TLS at once (gunicorn, spoken to
+//! directly, stalls Go clients for 20 s: see `shared/notes/real-pulp.md`).
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_tests::client::Curl;
+use gateway_tests::e2e::flatpak::{FlatpakEnv, ca_namespace_works};
+use gateway_tests::e2e::stack::ContainerTools;
+use gateway_tests::e2e::{Outcome, say, which};
+use gateway_tests::fake_central::FakeCentral;
+use gateway_tests::fake_pulp::{FLATPAK_INDEX_QUERY, sha256_digest};
+use gateway_tests::harness::{Gateway, GatewayBuilder};
+use gateway_tests::pki::{Issued, Pki};
+use serde_json::value::RawValue;
+
+/// Directory of a `real-pulp.sh up` + `seed` (holds `pulp.env`).
+const DIR_ENV: &str = "CG_REAL_PULP_DIR";
+/// `1`: fail instead of skipping when Pulp or a tool is missing.
+const REQUIRE_ENV: &str = "CG_REQUIRE_REAL_PULP";
+
+const HOST_A: &str = "3b9e0c41-5d6f-4a7b-8c9d-0e1f2a3b4c5d";
+const HOST_B: &str = "9c8b7a69-5847-4362-a514-0f1e2d3c4b5a";
+
+const HELLO: &str = "org/flatpak/hello";
+const PLATFORM: &str = "org/flatpak/platform";
+const TINY: &str = "org/lib/tiny";
+const OTHER: &str = "org/lib/other";
+
+const HELLO_REF: &str = "app/org.test.Hello/x86_64/stable";
+const PLATFORM_REF: &str = "runtime/org.test.Platform/x86_64/1";
+/// What the seeded app prints (a static binary built by `real-pulp.sh seed`).
+const HELLO_OUTPUT: &str = "hello from flatpak";
+
+/// Host A's and host B's auth_required repositories.
+const HOST_A_REPOS: [&str; 3] = [HELLO, PLATFORM, TINY];
+const HOST_B_REPOS: [&str; 1] = [PLATFORM];
+
+/// What the Go clients and flatpak send when they fetch a manifest.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// A Go client pointed straight at gunicorn waits 10 s for each TLS handshake
+/// (about 20 s per command). Through the gateway a command takes well under a
+/// second here; this bound only catches that stall coming back.
+const NO_STALL: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------
+// The real Pulp
+// ---------------------------------------------------------------------------
+
+/// A running, seeded `real-pulp.sh` instance, from its `pulp.env`.
+struct RealPulp {
+    dir: PathBuf,
+    /// `http://127.0.0.1:<api>`: REST API, `/v2/` and `/index/` at the root.
+    api: String,
+    /// Pulp's `CONTENT_ORIGIN` (where blob redirects point).
+    content_origin: String,
+}
+
+fn required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Skip (or fail, with `CG_REQUIRE_REAL_PULP=1`) with a visible message.
+fn skip(test: &str, why: &str) -> Option<RealPulp> {
+    let msg = format!(
+        "SKIPPED: {test}: {why} (start one with `shared/tools/real-pulp.sh up DIR && real-pulp.sh seed DIR`, \
+         then set {DIR_ENV}=DIR; set {REQUIRE_ENV}=1 to fail instead)"
+    );
+    if required() {
+        panic!("{REQUIRE_ENV}=1 but {msg}");
+    }
+    say(&msg);
+    None
+}
+
+/// `KEY=value` lines of a shell-sourceable file (values possibly single-quoted).
+fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or(v);
+            (k.trim().to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+impl RealPulp {
+    /// The instance named by `CG_REAL_PULP_DIR`, when it is up and seeded and
+    /// every tool in `tools` is installed.
+    fn get(test: &str, tools: &[&str]) -> Option<RealPulp> {
+        let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else {
+            return skip(test, &format!("{DIR_ENV} is not set"));
+        };
+        let env_file = dir.join("pulp.env");
+        let Ok(text) = std::fs::read_to_string(&env_file) else {
+            return skip(test, &format!("no {}", env_file.display()));
+        };
+        let vars = parse_env(&text);
+        let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (Some(api), Some(content_origin)) = (var("PULP_API"), var("PULP_CONTENT_ORIGIN"))
+        else {
+            return skip(
+                test,
+                &format!(
+                    "{} lacks PULP_API or PULP_CONTENT_ORIGIN",
+                    env_file.display()
+                ),
+            );
+        };
+        let missing: Vec<&str> = tools
+            .iter()
+            .copied()
+            .filter(|t| which(t).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return skip(test, &format!("not on PATH: {}", missing.join(", ")));
+        }
+        if tools.contains(&"flatpak") {
+            if let Err(e) = ca_namespace_works() {
+                return skip(test, &e);
+            }
+        }
+        let pulp = RealPulp {
+            dir,
+            api,
+            content_origin,
+        };
+        let status = pulp
+            .curl()
+            .max_time(Duration::from_secs(10))
+            .try_run("GET", "/pulp/api/v3/status/");
+        match status {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => return skip(test, &format!("Pulp status answered {}", r.status)),
+            Err(e) => return skip(test, &format!("Pulp at {} is not up: {e}", pulp.api)),
+        }
+        for repo in [HELLO, PLATFORM, TINY, OTHER] {
+            let r = pulp
+                .curl()
+                .header("Accept", MANIFEST_ACCEPT)
+                .head(&format!("/v2/{repo}/manifests/latest"));
+            if r.status != 200 {
+                return skip(
+                    test,
+                    &format!("Pulp has no {repo}:latest ({}): run `real-pulp.sh seed`", r.status),
+                );
+            }
+        }
+        Some(pulp)
+    }
+
+    /// curl against Pulp's API (plain HTTP), no credentials.
+    fn curl(&self) -> Curl {
+        Curl::new(&self.api).max_time(Duration::from_secs(60))
+    }
+
+    /// The `Docker-Content-Digest` Pulp reports for `repo:reference`.
+    fn digest(&self, repo: &str, reference: &str) -> String {
+        let r = self
+            .curl()
+            .header("Accept", MANIFEST_ACCEPT)
+            .get(&format!("/v2/{repo}/manifests/{reference}"));
+        assert_eq!(r.status, 200, "Pulp {repo}:{reference}: {}", r.text());
+        let digest = r
+            .header("docker-content-digest")
+            .expect("Pulp sends Docker-Content-Digest")
+            .to_owned();
+        assert_eq!(sha256_digest(&r.body), digest, "Pulp's digest is the sha256 of its bytes");
+        digest
+    }
+
+    /// Pulp's own Flatpak index (`/index/static`, the query flatpak sends).
+    fn index(&self) -> Vec<u8> {
+        let r = self
+            .curl()
+            .get(&format!("/index/static?{FLATPAK_INDEX_QUERY}"));
+        assert_eq!(r.status, 200, "Pulp's index: {}", r.text());
+        r.body
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The gateway in front of it
+// ---------------------------------------------------------------------------
+
+struct Setup {
+    pki: Arc<Pki>,
+    /// Kept alive for the gateway (central is asked on cache misses).
+    _central: FakeCentral,
+    gateway: Gateway,
+    pulp: RealPulp,
+    scratch: tempfile::TempDir,
+}
+
+/// `(name, auth_required)` as Katello pushes it.
+fn repository_list(flatpak_public: bool) -> [(&'static str, bool); 4] {
+    [
+        (HELLO, !flatpak_public),
+        (PLATFORM, !flatpak_public),
+        (TINY, true),
+        (OTHER, false),
+    ]
+}
+
+impl Setup {
+    fn start(pulp: RealPulp, flatpak_public: bool) -> Setup {
+        let pki = Arc::new(Pki::new());
+        let list = repository_list(flatpak_public);
+        let public: Vec<&str> = list.iter().filter(|(_, a)| !a).map(|(n, _)| *n).collect();
+        let with_public = |own: &[&'static str]| -> Vec<&'static str> {
+            let mut v = public.clone();
+            v.extend(own.iter().copied().filter(|r| !public.contains(r)));
+            v
+        };
+        let central = FakeCentral::builder()
+            .public(&public)
+            .host(HOST_A, &with_public(&HOST_A_REPOS))
+            .host(HOST_B, &with_public(&HOST_B_REPOS))
+            .start();
+        let gateway = GatewayBuilder::new(pki.clone())
+            .pulp_at(&pulp.api, "")
+            .central(&central)
+            // Every index request reaches Pulp.
+            .index_ttl(0)
+            .upstream_timeout(60)
+            .start();
+        gateway.push_repository_list(&list);
+        gateway.push_hosts(&[HOST_A, HOST_B]);
+        gateway.push_host_mapping(&[(HOST_A, &HOST_A_REPOS), (HOST_B, &HOST_B_REPOS)]);
+        let scratch = tempfile::Builder::new()
+            .prefix("cg-e2e-real-pulp-")
+            .tempdir()
+            .expect("temp dir");
+        say(&format!(
+            "e2e-real-pulp: gateway {} in front of Pulp {} (real-pulp.sh dir {}), Flatpak repositories {}",
+            gateway.url(),
+            pulp.api,
+            pulp.dir.display(),
+            if flatpak_public { "public" } else { "private" }
+        ));
+        Setup {
+            pki,
+            _central: central,
+            gateway,
+            pulp,
+            scratch,
+        }
+    }
+
+    fn cert(&self, uuid: &str) -> Issued {
+        self.pki.host_cert(uuid)
+    }
+
+    /// curl to the gateway presenting `uuid`'s subscription certificate.
+    fn curl_as(&self, uuid: &str) -> Curl {
+        let pair = self.cert(uuid).write_to(self.scratch.path(), uuid);
+        self.gateway.curl().cert_pair(&pair)
+    }
+
+    /// curl to the gateway without a client certificate.
+    fn curl_anonymous(&self) -> Curl {
+        self.gateway.curl()
+    }
+
+    fn tools(&self) -> ContainerTools {
+        ContainerTools::new(&self.gateway.tls_addr().to_string(), &self.pki.ca_pem())
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        let d = self.scratch.path().join(name);
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        d
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut out)
+        .expect("a gzip body");
+    out
+}
+
+/// `(Name, raw JSON text)` of each `Results[]` entry, in order.
+fn raw_results(body: &[u8]) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Index<'a> {
+        #[serde(rename = "Results", borrow)]
+        results: Vec<&'a RawValue>,
+    }
+    let index: Index = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "not an index ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    index
+        .results
+        .iter()
+        .map(|raw| {
+            let v: serde_json::Value = serde_json::from_str(raw.get()).expect("an entry");
+            (
+                v["Name"].as_str().expect("Name").to_owned(),
+                raw.get().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn names(body: &[u8]) -> BTreeSet<String> {
+    raw_results(body).into_iter().map(|(n, _)| n).collect()
+}
+
+/// The one manifest digest of an OCI layout written by `skopeo copy`.
+fn digest_in_oci_dir(dir: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json"))
+            .expect("index.json is JSON");
+    index["manifests"][0]["digest"]
+        .as_str()
+        .expect("a manifest in index.json")
+        .to_owned()
+}
+
+/// Every blob of an OCI layout hashes to its file name.
+fn assert_layout_verifies(dir: &Path) {
+    let blobs = dir.join("blobs/sha256");
+    let mut n = 0;
+    for e in std::fs::read_dir(&blobs).expect("blobs/sha256") {
+        let p = e.expect("entry").path();
+        let bytes = std::fs::read(&p).expect("blob");
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(sha256_digest(&bytes), format!("sha256:{name}"), "{}", p.display());
+        n += 1;
+    }
+    assert!(n >= 3, "manifest, config and a layer in {}", blobs.display());
+}
+
+/// A Go client's command through the gateway finished without the TLS stall.
+#[track_caller]
+fn quick(out: Outcome) -> Outcome {
+    assert!(
+        out.elapsed < NO_STALL,
+        "took {:.1} s through the gateway (gunicorn's TLS stall is about 20 s): {out}",
+        out.elapsed.as_secs_f64()
+    );
+    out
+}
+
+fn refs(remote_ls: &str) -> BTreeSet<String> {
+    remote_ls
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The index
+// ---------------------------------------------------------------------------
+
+/// Host A's `/index/static` holds exactly A's Flatpak repositories, each entry
+/// byte-identical to real Pulp's, with `Registry` naming the gateway.
+#[test]
+fn host_index_is_pulps_own_entries_filtered() {
+    let Some(pulp) = RealPulp::get("host_index_is_pulps_own_entries_filtered", &["curl"]) else {
+        return;
+    };
+    let pulp_index = pulp.index();
+    let setup = Setup::start(pulp, false);
+    let pulp_entries = raw_results(&pulp_index);
+    assert_eq!(
+        pulp_entries.iter().map(|(n, _)| n.as_str()).collect::<BTreeSet<_>>(),
+        [HELLO, PLATFORM].into_iter().collect(),
+        "real Pulp's own index lists the two Flatpak repositories (plain images filtered out)"
+    );
+    let pulp_json: serde_json::Value = serde_json::from_slice(&pulp_index).unwrap();
+    assert_eq!(
+        pulp_json["Registry"], setup.pulp.content_origin,
+        "real Pulp writes its CONTENT_ORIGIN into Registry"
+    );
+
+    let path = format!("/index/static?{FLATPAK_INDEX_QUERY}");
+    let r = setup.curl_as(HOST_A).get(&path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let index: serde_json::Value = r.json();
+    assert_eq!(
+        index["Registry"],
+        format!("{}/", setup.gateway.url()),
+        "Registry is server.public_url + /"
+    );
+    let ours = raw_results(&r.body);
+    assert_eq!(names(&r.body), set(&[HELLO, PLATFORM]), "{}", r.text());
+    for (name, raw) in &ours {
+        let theirs = pulp_entries.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+        assert_eq!(Some(raw), theirs, "{name}: Pulp's entry, byte for byte");
+    }
+    let order: Vec<&str> = ours.iter().map(|(n, _)| n.as_str()).collect();
+    let pulp_order: Vec<&str> = pulp_entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(order, pulp_order, "Pulp's order is kept");
+    assert!(
+        r.text().contains("Hello app – ünïcödé ✓"),
+        "the non-ASCII subject stays raw UTF-8"
+    );
+
+    // The gzip variant is the same document; revalidation answers 304.
+    let etag = r.header("etag").expect("an ETag").to_owned();
+    assert!(r.header("cache-control").unwrap_or_default().contains("no-cache"));
+    let gz = setup
+        .curl_as(HOST_A)
+        .header("Accept-Encoding", "gzip")
+        .get(&path);
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&gz.body), r.body);
+    let again = setup
+        .curl_as(HOST_A)
+        .header("If-None-Match", &etag)
+        .get(&path);
+    assert_eq!(again.status, 304);
+
+    // B sees only its runtime; anonymous (flatpak 1.14) sees nothing private.
+    let r = setup.curl_as(HOST_B).get(&path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(names(&r.body), set(&[PLATFORM]));
+    let r = setup.curl_anonymous().get(&path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["Results"], serde_json::json!([]));
+
+    // Pulp's answer to a query it refuses passes through as a client error.
+    let r = setup.curl_as(HOST_A).get("/index/static?tag=latest");
+    assert!(
+        (400..500).contains(&r.status),
+        "Pulp's 400 for a missing label filter: {} {}",
+        r.status,
+        r.text()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Registry reads with curl
+// ---------------------------------------------------------------------------
+
+/// Manifests, tags, the catalog and blobs through the gateway agree with what
+/// real Pulp serves; blobs are Pulp's signed redirects to its content app.
+#[test]
+fn registry_reads_match_pulp_and_blobs_follow_signed_redirects() {
+    let Some(pulp) = RealPulp::get(
+        "registry_reads_match_pulp_and_blobs_follow_signed_redirects",
+        &["curl"],
+    ) else {
+        return;
+    };
+    let digest = pulp.digest(TINY, "latest");
+    let digest_1_0 = pulp.digest(TINY, "1.0");
+    assert_ne!(digest, digest_1_0);
+    let setup = Setup::start(pulp, false);
+    let a = setup.curl_as(HOST_A).header("Accept", MANIFEST_ACCEPT);
+
+    // Manifest by tag and by digest, GET and HEAD.
+    let direct = setup
+        .pulp
+        .curl()
+        .header("Accept", MANIFEST_ACCEPT)
+        .get(&format!("/v2/{TINY}/manifests/latest"));
+    for reference in ["latest", digest.as_str()] {
+        let r = a.get(&format!("/v2/{TINY}/manifests/{reference}"));
+        assert_eq!(r.status, 200, "{reference}: {}", r.text());
+        assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+        assert_eq!(r.header("content-type"), direct.header("content-type"));
+        assert_eq!(r.body, direct.body, "Pulp's manifest bytes");
+        let h = a.head(&format!("/v2/{TINY}/manifests/{reference}"));
+        assert_eq!(h.status, 200);
+        assert_eq!(h.header("docker-content-digest"), Some(digest.as_str()));
+        assert_eq!(
+            h.header("content-length"),
+            Some(direct.body.len().to_string().as_str())
+        );
+    }
+    let r = a.get(&format!("/v2/{TINY}/manifests/1.0"));
+    assert_eq!(r.header("docker-content-digest"), Some(digest_1_0.as_str()));
+
+    // tags/list is Pulp's.
+    let r = a.get(&format!("/v2/{TINY}/tags/list"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), setup.pulp.curl().get(&format!("/v2/{TINY}/tags/list")).json());
+    assert_eq!(r.json()["tags"], serde_json::json!(["1.0", "latest"]));
+
+    // _catalog is the gateway's own (the pushed list, filtered), never Pulp's.
+    let r = a.get("/v2/_catalog");
+    assert_eq!(
+        r.json()["repositories"],
+        serde_json::json!([HELLO, PLATFORM, OTHER, TINY])
+    );
+    let r = setup.curl_as(HOST_B).get("/v2/_catalog");
+    assert_eq!(r.json()["repositories"], serde_json::json!([PLATFORM, OTHER]));
+    let r = setup.curl_anonymous().get("/v2/_catalog");
+    assert_eq!(r.json()["repositories"], serde_json::json!([OTHER]));
+
+    // Blobs: the gateway relays Pulp's 302 to CONTENT_ORIGIN, signed.
+    let manifest: serde_json::Value = serde_json::from_slice(&direct.body).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    for blob in [&layer, &config] {
+        let r = setup.curl_as(HOST_A).get(&format!("/v2/{TINY}/blobs/{blob}"));
+        assert_eq!(r.status, 302, "{}", r.text());
+        let location = r.header("location").expect("a Location").to_owned();
+        let prefix = format!("{}/pulp/container/{TINY}/blobs/{blob}?", setup.pulp.content_origin);
+        assert!(location.starts_with(&prefix), "{location} starts with {prefix}");
+        assert!(
+            location.contains("expires=") && location.contains("validate_token="),
+            "signed: {location}"
+        );
+        let followed = setup
+            .curl_as(HOST_A)
+            .follow_redirects()
+            .get(&format!("/v2/{TINY}/blobs/{blob}"));
+        assert_eq!(followed.status, 200, "{}", followed.text());
+        assert_eq!(followed.hops.len(), 2, "one redirect, then the content app");
+        assert_eq!(&sha256_digest(&followed.body), blob, "the bytes verify");
+    }
+    // The Flatpak app's half-megabyte layer too.
+    let hello: serde_json::Value = serde_json::from_slice(
+        &a.get(&format!("/v2/{HELLO}/manifests/latest")).body,
+    )
+    .unwrap();
+    let big = hello["layers"][0]["digest"].as_str().unwrap();
+    let r = setup
+        .curl_as(HOST_A)
+        .follow_redirects()
+        .get(&format!("/v2/{HELLO}/blobs/{big}"));
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() > 100_000);
+    assert_eq!(sha256_digest(&r.body), big);
+
+    // Who may not see a repository gets what the contract says, Pulp unasked.
+    let r = setup
+        .curl_as(HOST_B)
+        .get(&format!("/v2/{TINY}/manifests/latest"));
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("NAME_UNKNOWN"), "{}", r.text());
+    let r = setup
+        .curl_as(HOST_B)
+        .get(&format!("/v2/{TINY}/blobs/{layer}"));
+    assert_eq!(r.status, 404, "no redirect to Pulp's signed URL for B");
+    let r = setup
+        .curl_anonymous()
+        .get(&format!("/v2/{TINY}/manifests/latest"));
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer ") && c.contains(TINY)),
+        "{:?}",
+        r.header("www-authenticate")
+    );
+    // A public repository works anonymously.
+    let r = setup
+        .curl_anonymous()
+        .header("Accept", MANIFEST_ACCEPT)
+        .get(&format!("/v2/{OTHER}/manifests/latest"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("docker-content-digest"),
+        Some(setup.pulp.digest(OTHER, "latest").as_str())
+    );
+    // Pulp's own 404 for an unknown tag of a visible repository.
+    let r = a.get(&format!("/v2/{TINY}/manifests/nope"));
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("MANIFEST_UNKNOWN"), "{}", r.text());
+}
+
+// ---------------------------------------------------------------------------
+// skopeo and podman
+// ---------------------------------------------------------------------------
+
+/// skopeo inspect/copy and podman pull with host certificates and anonymously.
+#[test]
+fn skopeo_and_podman_pull_through_the_gateway() {
+    let Some(pulp) = RealPulp::get(
+        "skopeo_and_podman_pull_through_the_gateway",
+        &["curl", "skopeo", "podman"],
+    ) else {
+        return;
+    };
+    let digest_tiny = pulp.digest(TINY, "latest");
+    let digest_tiny_1_0 = pulp.digest(TINY, "1.0");
+    let digest_other = pulp.digest(OTHER, "latest");
+    let setup = Setup::start(pulp, false);
+    let tools = setup.tools();
+    let certs_a = path(&tools.cert_dir("host-a", &setup.cert(HOST_A)));
+    let certs_b = path(&tools.cert_dir("host-b", &setup.cert(HOST_B)));
+    let anonymous = path(&tools.ca_only_dir());
+
+    // A's repository with A's certificate: Pulp's digests.
+    for (tag, want) in [("latest", &digest_tiny), ("1.0", &digest_tiny_1_0)] {
+        let out = quick(
+            tools
+                .skopeo(&[
+                    "inspect",
+                    "--cert-dir",
+                    &certs_a,
+                    "--format",
+                    "{{.Digest}}",
+                    &tools.docker(TINY, tag),
+                ])
+                .run()
+                .ok(),
+        );
+        assert_eq!(out.stdout.trim(), want.as_str(), "{out}");
+    }
+    let copy = setup.dir("skopeo-copy-tiny");
+    quick(
+        tools
+            .skopeo(&[
+                "copy",
+                "--src-cert-dir",
+                &certs_a,
+                &tools.docker(TINY, "latest"),
+                &format!("oci:{}:latest", copy.display()),
+            ])
+            .run()
+            .ok(),
+    );
+    assert_eq!(digest_in_oci_dir(&copy), digest_tiny);
+    assert_layout_verifies(&copy);
+
+    // B's certificate on A's repository: not found.
+    let out = quick(
+        tools
+            .skopeo(&[
+                "inspect",
+                "--cert-dir",
+                &certs_b,
+                &tools.docker(TINY, "latest"),
+            ])
+            .run()
+            .failed(),
+    );
+    assert!(out.stderr.contains("name unknown"), "{out}");
+
+    // Anonymous: the public repository works, A's asks for credentials.
+    let out = quick(
+        tools
+            .skopeo(&[
+                "inspect",
+                "--cert-dir",
+                &anonymous,
+                "--format",
+                "{{.Digest}}",
+                &tools.docker(OTHER, "latest"),
+            ])
+            .run()
+            .ok(),
+    );
+    assert_eq!(out.stdout.trim(), digest_other);
+    let copy = setup.dir("skopeo-copy-other");
+    quick(
+        tools
+            .skopeo(&[
+                "copy",
+                "--src-cert-dir",
+                &anonymous,
+                &tools.docker(OTHER, "latest"),
+                &format!("oci:{}:latest", copy.display()),
+            ])
+            .run()
+            .ok(),
+    );
+    assert_eq!(digest_in_oci_dir(&copy), digest_other);
+    assert_layout_verifies(&copy);
+    let out = quick(
+        tools
+            .skopeo(&[
+                "inspect",
+                "--cert-dir",
+                &anonymous,
+                &tools.docker(TINY, "latest"),
+            ])
+            .run()
+            .failed(),
+    );
+    assert!(
+        out.stderr.contains("unauthorized") || out.stderr.contains("authentication required"),
+        "{out}"
+    );
+
+    // podman pull with A's certificate, with B's, and anonymously.
+    quick(
+        tools
+            .podman(&["pull", "--cert-dir", &certs_a, &tools.image(TINY, "latest")])
+            .run()
+            .ok(),
+    );
+    let out = tools
+        .podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Digest}}",
+            &tools.image(TINY, "latest"),
+        ])
+        .run()
+        .ok();
+    assert_eq!(out.stdout.trim(), digest_tiny, "{out}");
+    let out = quick(
+        tools
+            .podman(&["pull", "--cert-dir", &certs_b, &tools.image(TINY, "1.0")])
+            .run()
+            .failed(),
+    );
+    assert!(out.stderr.contains("name unknown"), "{out}");
+    quick(
+        tools
+            .podman(&["pull", "--cert-dir", &anonymous, &tools.image(OTHER, "latest")])
+            .run()
+            .ok(),
+    );
+    let out = tools
+        .podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Digest}}",
+            &tools.image(OTHER, "latest"),
+        ])
+        .run()
+        .ok();
+    assert_eq!(out.stdout.trim(), digest_other, "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// flatpak
+// ---------------------------------------------------------------------------
+
+/// The real flatpak 1.14 CLI (anonymous: it presents no client certificate)
+/// installs and runs the seeded app through the gateway while its repositories
+/// are public, and sees nothing once they are not.
+#[test]
+fn flatpak_installs_public_apps_and_sees_no_private_ones() {
+    let Some(pulp) = RealPulp::get(
+        "flatpak_installs_public_apps_and_sees_no_private_ones",
+        &["curl", "flatpak", "dbus-daemon", "unshare"],
+    ) else {
+        return;
+    };
+    let hello_digest = pulp.digest(HELLO, "latest");
+    let setup = Setup::start(pulp, true);
+    let fp = FlatpakEnv::new(&setup.pki.ca_pem());
+    let remote = format!("oci+{}/", setup.gateway.url());
+    let timeout = Duration::from_secs(180);
+    fp.flatpak(&["remote-add", "--user", "--no-gpg-verify", "gw", &remote])
+        .run()
+        .ok();
+    let out = fp
+        .flatpak(&["remote-ls", "--user", "--columns=ref", "gw"])
+        .run()
+        .ok();
+    assert_eq!(refs(&out.stdout), set(&[HELLO_REF, PLATFORM_REF]), "{out}");
+
+    // Install pulls the runtime too; manifests come from the gateway, blobs
+    // from Pulp's content app through the relayed signed redirects.
+    fp.flatpak(&["install", "--user", "-y", "--noninteractive", "gw", "org.test.Hello"])
+        .timeout(timeout)
+        .run()
+        .ok();
+    let out = fp
+        .flatpak(&["run", "--user", "org.test.Hello"])
+        .timeout(timeout)
+        .run()
+        .ok();
+    assert_eq!(out.stdout.trim(), HELLO_OUTPUT, "{out}");
+    let out = fp
+        .flatpak(&["info", "--user", "org.test.Hello"])
+        .run()
+        .ok();
+    assert!(
+        out.stdout
+            .contains(hello_digest.trim_start_matches("sha256:")),
+        "the installed commit is Pulp's manifest digest {hello_digest}\n{out}"
+    );
+
+    // Katello makes the repositories private: the same remote (flatpak
+    // revalidates its cached index) and a new one show nothing.
+    let private = repository_list(false);
+    setup.gateway.push_repository_list(&private);
+    let out = fp
+        .flatpak(&["remote-ls", "--user", "--columns=ref", "gw"])
+        .run()
+        .ok();
+    assert_eq!(refs(&out.stdout), BTreeSet::new(), "{out}");
+    fp.flatpak(&["remote-add", "--user", "--no-gpg-verify", "gw-new", &remote])
+        .run()
+        .ok();
+    let out = fp
+        .flatpak(&["remote-ls", "--user", "--columns=ref", "gw-new"])
+        .run()
+        .ok();
+    assert_eq!(refs(&out.stdout), BTreeSet::new(), "{out}");
+    let out = fp
+        .flatpak(&[
+            "install",
+            "--user",
+            "-y",
+            "--noninteractive",
+            "--reinstall",
+            "gw-new",
+            "org.test.Hello",
+        ])
+        .timeout(timeout)
+        .run()
+        .failed();
+    assert!(!out.stdout.contains("Installing"), "{out}");
+    // The manifest itself is refused too (the token flow gets nothing).
+    let r = setup
+        .curl_anonymous()
+        .header("Accept", MANIFEST_ACCEPT)
+        .head(&format!("/v2/{HELLO}/manifests/{hello_digest}"));
+    assert_eq!(r.status, 401);
+}
