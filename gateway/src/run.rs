@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
 use crate::config::{self, Config};
 use crate::server;
 
@@ -13,7 +15,7 @@ pub const EXIT_CONFIG: i32 = 2;
 /// `log.filter`, unless `RUST_LOG` (which wins over the file) is set.
 #[derive(Default)]
 pub struct LogFilter {
-    reload: Option<Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>>,
+    handle: Option<reload::Handle<EnvFilter, Registry>>,
 }
 
 impl LogFilter {
@@ -21,11 +23,11 @@ impl LogFilter {
         if rust_log().is_some() {
             return Ok(());
         }
-        let Some(reload) = &self.reload else {
+        let Some(handle) = &self.handle else {
             return Ok(());
         };
-        let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-        reload(filter)
+        let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
     }
 }
 
@@ -36,9 +38,8 @@ fn rust_log() -> Option<String> {
 pub fn init_logging(filter: &str) -> LogFilter {
     use tracing_subscriber::prelude::*;
     let filter = rust_log().unwrap_or_else(|| filter.to_owned());
-    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (env_filter, handle) = tracing_subscriber::reload::Layer::new(env_filter);
+    let env_filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (env_filter, handle) = reload::Layer::new(env_filter);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // Under systemd, journald stamps each line itself and colours are noise.
     let fmt = if std::env::var_os("JOURNAL_STREAM").is_some() {
@@ -56,9 +57,7 @@ pub fn init_logging(filter: &str) -> LogFilter {
         return LogFilter::default();
     }
     LogFilter {
-        reload: Some(Box::new(move |f| {
-            handle.reload(f).map_err(|e| e.to_string())
-        })),
+        handle: Some(handle),
     }
 }
 

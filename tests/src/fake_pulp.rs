@@ -957,6 +957,10 @@ enum Route {
     Blob { name: String, digest: String },
     ContentBlob { name: String, digest: String },
     ContentManifest { name: String, reference: String },
+    /// `/v2/<name>/blobs/uploads/...` (push only).
+    Upload,
+    /// `/v2` without its slash: Django's `APPEND_SLASH` redirect.
+    AppendSlash,
     Other,
 }
 
@@ -970,7 +974,7 @@ impl Route {
             Route::Manifest { .. } => PathKind::Manifest,
             Route::Blob { .. } => PathKind::Blob,
             Route::ContentBlob { .. } | Route::ContentManifest { .. } => PathKind::Content,
-            Route::Other => PathKind::Other,
+            Route::Upload | Route::AppendSlash | Route::Other => PathKind::Other,
         }
     }
 }
@@ -994,9 +998,10 @@ fn classify(path: &str, prefix: &str) -> Route {
         return Route::Other;
     };
     match p {
-        "/index/static" | "/index/static/" => return Route::Index { dynamic: false },
-        "/index/dynamic" | "/index/dynamic/" => return Route::Index { dynamic: true },
-        "/v2" | "/v2/" => return Route::Ping,
+        "/index/static" => return Route::Index { dynamic: false },
+        "/index/dynamic" => return Route::Index { dynamic: true },
+        "/v2" => return Route::AppendSlash,
+        "/v2/" => return Route::Ping,
         "/v2/_catalog" => return Route::Catalog,
         _ => {}
     }
@@ -1019,6 +1024,9 @@ fn classify(path: &str, prefix: &str) -> Route {
         && digest != "uploads"
     {
         return Route::Blob { name, digest };
+    }
+    if rest.contains("/blobs/uploads") {
+        return Route::Upload;
     }
     Route::Other
 }
@@ -1424,7 +1432,9 @@ fn api(
         b.insert_header(("Docker-Distribution-Api-Version", "registry/2.0"));
         b.insert_header(("X-Registry-Supports-Signatures", "1"));
     }
-    b.insert_header(("Allow", allow.to_owned()));
+    if !allow.is_empty() {
+        b.insert_header(("Allow", allow.to_owned()));
+    }
     b.insert_header(("X-Frame-Options", "DENY"));
     b.insert_header(("X-Content-Type-Options", "nosniff"));
     b.insert_header(("Referrer-Policy", "same-origin"));
@@ -1445,12 +1455,137 @@ fn json_error(
     message: &str,
     detail: serde_json::Value,
 ) -> HttpResponse {
+    json_error_on(state, ROUTE_JSON, status, code, message, detail)
+}
+
+/// `Allow` and `Vary` of a pulp_container view: the JSON views (ping,
+/// catalog, tags) negotiate on `Accept`; manifests and blobs do not.
+type ViewHeaders = (&'static str, &'static str);
+const ROUTE_JSON: ViewHeaders = ("GET, HEAD, OPTIONS", "Accept, Cookie");
+const ROUTE_MANIFEST: ViewHeaders = ("GET, PUT, DELETE, HEAD, OPTIONS", "Cookie");
+const ROUTE_BLOB: ViewHeaders = ("GET, DELETE, HEAD, OPTIONS", "Cookie");
+const ROUTE_UPLOAD: ViewHeaders = ("GET, POST, PUT, HEAD, OPTIONS", "Accept, Cookie");
+
+fn json_error_on(
+    state: &PulpState,
+    (allow, vary): ViewHeaders,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    detail: serde_json::Value,
+) -> HttpResponse {
     let body =
         serde_json::json!({"errors": [{"code": code, "message": message, "detail": detail}]});
-    api(state, status, true, "GET, HEAD, OPTIONS")
+    api(state, status, true, allow)
         .content_type("application/json")
-        .insert_header((header::VARY, "Accept, Cookie"))
+        .insert_header((header::VARY, vary))
         .body(serde_json::to_vec(&body).expect("error serialises"))
+}
+
+/// What DRF's content negotiation picks for a view rendering JSON or the
+/// browsable API (pulp_container's ping, catalog, tags and index views).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Negotiated {
+    Json,
+    Html,
+    NotAcceptable,
+}
+
+/// DRF's `DefaultContentNegotiation`: the `Accept` entries are grouped by
+/// specificity (`type/subtype;params` > `type/subtype` > `type/*` > `*/*`;
+/// q-values are ignored), and in the most specific group that matches any
+/// renderer, the first renderer in the view's order (JSON, then HTML) wins.
+/// No `Accept` at all is JSON.
+fn negotiate(req: &HttpRequest) -> Negotiated {
+    let entries: Vec<(String, u8)> = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| {
+            let mut parts = entry.split(';').map(str::trim);
+            let media = parts.next().filter(|m| !m.is_empty())?.to_ascii_lowercase();
+            let params = parts.any(|p| !p.is_empty() && !p.starts_with("q="));
+            let precedence = if media.starts_with("*/") {
+                0
+            } else if media.ends_with("/*") {
+                1
+            } else if params {
+                3
+            } else {
+                2
+            };
+            Some((media, precedence))
+        })
+        .collect();
+    if entries.is_empty() {
+        return Negotiated::Json;
+    }
+    let matches = |renderer: &str, accepted: &str| {
+        accepted == "*/*"
+            || accepted == renderer
+            || accepted
+                .strip_suffix('*')
+                .is_some_and(|prefix| prefix.ends_with('/') && renderer.starts_with(prefix))
+    };
+    for level in (0..=3).rev() {
+        let group: Vec<&str> = entries
+            .iter()
+            .filter(|(_, p)| *p == level)
+            .map(|(m, _)| m.as_str())
+            .collect();
+        for (renderer, pick) in [
+            ("application/json", Negotiated::Json),
+            ("text/html", Negotiated::Html),
+        ] {
+            if group.iter().any(|a| matches(renderer, a)) {
+                return pick;
+            }
+        }
+    }
+    Negotiated::NotAcceptable
+}
+
+/// pulp_container's 406 on a registry view.
+fn not_acceptable(state: &PulpState) -> HttpResponse {
+    let mut r = json_error_on(
+        state,
+        ROUTE_JSON,
+        StatusCode::NOT_ACCEPTABLE,
+        "UNSUPPORTED",
+        "Could not satisfy the request Accept header.",
+        serde_json::json!({}),
+    );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    r
+}
+
+/// DRF's browsable-API page for a JSON view (`Accept: text/html`).
+fn browsable_api(state: &PulpState, title: &str, json: &serde_json::Value) -> HttpResponse {
+    api(state, StatusCode::OK, true, ROUTE_JSON.0)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::VARY, ROUTE_JSON.1))
+        .body(format!(
+            "<!DOCTYPE html>\n<html><head><title>{title} – Django REST framework</title></head><body><pre>{}</pre></body></html>\n",
+            serde_json::to_string_pretty(json).unwrap_or_default().replace('"', "&quot;")
+        ))
+}
+
+/// Whether a manifest fetched **by tag** may be served for these `Accept`
+/// lines (pulp_container's `is_media_type_accepted`: its exact media type or
+/// `*/*`, parameters ignored; no `Accept` accepts anything). By digest there is
+/// no such check.
+fn tag_accepted(req: &HttpRequest, media_type: &str) -> bool {
+    let accepted: Vec<&str> = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|e| e.split(';').next().map(str::trim))
+        .filter(|m| !m.is_empty())
+        .collect();
+    accepted.is_empty() || accepted.iter().any(|a| *a == "*/*" || *a == media_type)
 }
 
 fn django_error(state: &PulpState, status: StatusCode) -> HttpResponse {
@@ -1517,13 +1652,54 @@ async fn handle(req: HttpRequest, state: web::Data<PulpState>) -> HttpResponse {
 fn answer(req: &HttpRequest, state: &Arc<PulpState>, route: Route) -> HttpResponse {
     let method = req.method().as_str();
     let head = method == "HEAD";
+    let authenticated = req.headers().contains_key(header::AUTHORIZATION)
+        || req
+            .conn_data::<crate::harness::ConnFacts>()
+            .is_some_and(|c| c.client_cert.is_some());
     if method != "GET" && !head {
+        // Pulp asks for credentials before it looks at what is pushed.
+        // (What it answers a credentialed write is not emulated: 405.)
+        let view = match route {
+            Route::Manifest { .. } => Some(ROUTE_MANIFEST),
+            Route::Blob { .. } => Some(ROUTE_BLOB),
+            Route::Upload => Some(ROUTE_UPLOAD),
+            Route::Ping | Route::Catalog | Route::Tags { .. } => Some(ROUTE_JSON),
+            _ => None,
+        };
+        if let (Some(view), false) = (view, authenticated) {
+            let mut r = json_error_on(
+                state,
+                view,
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Authentication credentials were not provided.",
+                serde_json::json!({}),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"api\""),
+            );
+            return r;
+        }
         return method_not_allowed(state, method);
     }
+    let negotiated = match route {
+        Route::Ping | Route::Catalog | Route::Tags { .. } => negotiate(req),
+        _ => Negotiated::Json,
+    };
+    if negotiated == Negotiated::NotAcceptable {
+        return not_acceptable(state);
+    }
     match route {
+        Route::AppendSlash => api(state, StatusCode::MOVED_PERMANENTLY, false, "")
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::LOCATION, format!("{}/v2/", state.registry_path)))
+            .finish(),
+        Route::Upload => api(state, StatusCode::NOT_FOUND, true, ROUTE_UPLOAD.0)
+            .content_type("application/json")
+            .insert_header((header::VARY, ROUTE_UPLOAD.1))
+            .body(r#"{"detail":"No Upload matches the given query."}"#),
         Route::Ping => {
-            let authenticated = req.headers().contains_key(header::AUTHORIZATION)
-                || req.conn_data::<crate::harness::ConnFacts>().is_some_and(|c| c.client_cert.is_some());
             if authenticated {
                 api(state, StatusCode::OK, true, "GET, HEAD, OPTIONS")
                     .content_type("application/json")
@@ -1543,43 +1719,53 @@ fn answer(req: &HttpRequest, state: &Arc<PulpState>, route: Route) -> HttpRespon
         }
         Route::Index { dynamic } => index(req, state, dynamic),
         Route::Catalog => {
-            if head {
-                return method_not_allowed(state, method);
-            }
             let names: Vec<String> = {
                 let mut n: Vec<String> = lock(&state.repos).iter().map(|r| r.name.clone()).collect();
                 n.sort();
                 n
             };
             let (page, link) = paginate(req, &names, "/v2/_catalog");
+            let json = serde_json::json!({"repositories": page});
+            if negotiated == Negotiated::Html {
+                return browsable_api(state, "Catalog", &json);
+            }
             let mut b = api(state, StatusCode::OK, true, "GET, HEAD, OPTIONS");
             b.content_type("application/json").insert_header((header::VARY, "Accept, Cookie"));
             if let Some(l) = link {
                 b.insert_header((header::LINK, l));
             }
-            b.body(serde_json::to_vec(&serde_json::json!({"repositories": page})).expect("catalog serialises"))
+            b.body(serde_json::to_vec(&json).expect("catalog serialises"))
         }
         Route::Tags { name } => {
-            let Some(repo) = state.repo(&name) else { return name_unknown(state, &name) };
+            let Some(repo) = state.repo(&name) else { return name_unknown(state, ROUTE_JSON, &name) };
             let (page, link) = paginate(req, &repo.tags(), &format!("/v2/{name}/tags/list"));
+            let json = serde_json::json!({"name": name, "tags": page});
+            if negotiated == Negotiated::Html {
+                return browsable_api(state, "Tags List", &json);
+            }
             let mut b = api(state, StatusCode::OK, true, "GET, HEAD, OPTIONS");
             b.content_type("application/json").insert_header((header::VARY, "Accept, Cookie"));
             if let Some(l) = link {
                 b.insert_header((header::LINK, l));
             }
-            b.body(serde_json::to_vec(&serde_json::json!({"name": name, "tags": page})).expect("tags serialise"))
+            b.body(serde_json::to_vec(&json).expect("tags serialise"))
         }
         Route::Manifest { name, reference } => {
-            let Some(repo) = state.repo(&name) else { return name_unknown(state, &name) };
-            let Some(m) = repo.manifest_for(&reference) else {
-                return json_error(
+            let Some(repo) = state.repo(&name) else { return name_unknown(state, ROUTE_MANIFEST, &name) };
+            let manifest_unknown = || {
+                json_error_on(
                     state,
+                    ROUTE_MANIFEST,
                     StatusCode::NOT_FOUND,
                     "MANIFEST_UNKNOWN",
-                    &format!("Manifest \"{reference}\" not found"),
+                    "Manifest not found.",
                     serde_json::json!({"reference": reference}),
-                );
+                )
             };
+            let Some(m) = repo.manifest_for(&reference) else { return manifest_unknown() };
+            if !reference.starts_with("sha256:") && !tag_accepted(req, &m.media_type) {
+                return manifest_unknown();
+            }
             if repo.redirect_manifests {
                 return redirect(state, &state.signed_url(&format!("/pulp/container/{name}/manifests/{reference}")));
             }
@@ -1590,13 +1776,14 @@ fn answer(req: &HttpRequest, state: &Arc<PulpState>, route: Route) -> HttpRespon
             b.body(m.bytes)
         }
         Route::Blob { name, digest } => {
-            let Some(repo) = state.repo(&name) else { return name_unknown(state, &name) };
+            let Some(repo) = state.repo(&name) else { return name_unknown(state, ROUTE_BLOB, &name) };
             let Some(blob) = repo.blob_by_digest(&digest) else {
-                return json_error(
+                return json_error_on(
                     state,
+                    ROUTE_BLOB,
                     StatusCode::NOT_FOUND,
                     "BLOB_UNKNOWN",
-                    &format!("Blob \"{digest}\" not found"),
+                    "Blob not found, hello!?",
                     serde_json::json!({"digest": digest}),
                 );
             };
@@ -1631,18 +1818,19 @@ fn answer(req: &HttpRequest, state: &Arc<PulpState>, route: Route) -> HttpRespon
                 .insert_header(("Docker-Distribution-API-Version", "registry/2.0"))
                 .body(m.bytes)
         }
-        Route::Other => api(state, StatusCode::NOT_FOUND, false, "GET, HEAD, OPTIONS")
+        Route::Other => api(state, StatusCode::NOT_FOUND, false, "")
             .content_type("text/html; charset=utf-8")
             .body("\n<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n"),
     }
 }
 
-fn name_unknown(state: &PulpState, name: &str) -> HttpResponse {
-    json_error(
+fn name_unknown(state: &PulpState, view: ViewHeaders, name: &str) -> HttpResponse {
+    json_error_on(
         state,
+        view,
         StatusCode::NOT_FOUND,
         "NAME_UNKNOWN",
-        &format!("Repository \"{name}\" not found."),
+        "Repository not found.",
         serde_json::json!({"name": name}),
     )
 }
@@ -1656,10 +1844,12 @@ fn redirect(state: &PulpState, location: &str) -> HttpResponse {
 }
 
 fn content_forbidden() -> HttpResponse {
-    HttpResponse::Forbidden()
+    let mut r = HttpResponse::Forbidden()
         .insert_header((header::SERVER, AIOHTTP))
         .content_type("text/plain; charset=utf-8")
-        .body("403: Forbidden")
+        .body("403: Access not authenticated");
+    r.head_mut().reason = Some("Access not authenticated");
+    r
 }
 
 fn content_not_found(req: &HttpRequest) -> HttpResponse {
@@ -1671,6 +1861,14 @@ fn content_not_found(req: &HttpRequest) -> HttpResponse {
 
 fn index(req: &HttpRequest, state: &PulpState, dynamic: bool) -> HttpResponse {
     let allow = "GET, HEAD, OPTIONS";
+    // DRF negotiates before the view runs; /index/static then always renders JSON.
+    let negotiated = negotiate(req);
+    if negotiated == Negotiated::NotAcceptable {
+        return api(state, StatusCode::NOT_ACCEPTABLE, false, allow)
+            .content_type("application/json")
+            .insert_header((header::VARY, "Accept"))
+            .body(r#"{"detail":"Could not satisfy the request Accept header."}"#);
+    }
     let q = match IndexQuery::parse(req.uri().query().unwrap_or_default()) {
         Ok(q) => q,
         Err(detail) => {
@@ -1683,14 +1881,10 @@ fn index(req: &HttpRequest, state: &PulpState, dynamic: bool) -> HttpResponse {
                 );
         }
     };
-    let wants_html = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")));
-    if dynamic && wants_html {
+    if dynamic && negotiated == Negotiated::Html {
         return api(state, StatusCode::OK, false, allow)
             .content_type("text/html; charset=utf-8")
-            .insert_header((header::VARY, "Accept"))
+            .insert_header((header::VARY, "Accept, Cookie"))
             .body("<!DOCTYPE html>\n<html><head><title>Flatpak Index Dynamic – Django REST framework</title></head><body><pre>…</pre></body></html>\n");
     }
     let body = match lock(&state.index_override).clone() {

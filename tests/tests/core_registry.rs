@@ -807,6 +807,34 @@ fn pushes_and_deletes_are_405_unsupported_and_never_reach_pulp() {
             );
         }
     }
+    // Over HTTP/2 (Go clients may negotiate it), a manifest PUT gets the 405
+    // too, not a reset of the stream it is sending its body on.
+    let manifest = env
+        .pulp
+        .repo(APP_A)
+        .and_then(|r| r.manifest_for("latest"))
+        .expect("manifest");
+    let h2 = env
+        .curl_as(&env.host_cert(HOST_A))
+        .http(CurlHttp::Http2)
+        .body(&manifest.media_type, manifest.bytes.to_vec());
+    for path in [
+        format!("/v2/{APP_A}/manifests/latest"),
+        format!("/v2/{APP_A}/manifests/{digest}"),
+    ] {
+        let r = h2
+            .try_run("PUT", &path)
+            .unwrap_or_else(|e| panic!("PUT {path} over h2: {e}"));
+        assert_eq!(r.http_version, "2");
+        common::assert_error(
+            &path,
+            r.status,
+            r.header("content-type"),
+            &r.body,
+            405,
+            "UNSUPPORTED",
+        );
+    }
     assert_eq!(env.pulp.total(), 0);
     assert_eq!(env.central.total(), 0);
 }

@@ -677,8 +677,22 @@ fn flatpak_installs_a_private_app_with_a_bearer_token() {
         .run()
         .failed();
     assert!(
-        !out.output().contains(PRIVATE_OUTPUT),
-        "nothing was installed\n{out}"
+        out.stderr.contains("Failed to get tokens for ref"),
+        "the authenticator got no token\n{out}"
+    );
+    let anonymous_token_requests = stack
+        .central
+        .requests_of(CentralRoute::Token)
+        .iter()
+        .filter(|r| {
+            r.authorization().is_none()
+                && r.query_param("scope").as_deref()
+                    == Some(&format!("repository:{REPO_PRIVATE}:pull"))
+        })
+        .count();
+    assert!(
+        anonymous_token_requests >= 1,
+        "the gateway challenged and the anonymous token request reached central"
     );
 
     // With the user's credentials where `podman login` puts them.

@@ -183,7 +183,10 @@ impl RealPulp {
             if r.status != 200 {
                 return skip(
                     test,
-                    &format!("Pulp has no {repo}:latest ({}): run `real-pulp.sh seed`", r.status),
+                    &format!(
+                        "Pulp has no {repo}:latest ({}): run `real-pulp.sh seed`",
+                        r.status
+                    ),
                 );
             }
         }
@@ -206,7 +209,11 @@ impl RealPulp {
             .header("docker-content-digest")
             .expect("Pulp sends Docker-Content-Digest")
             .to_owned();
-        assert_eq!(sha256_digest(&r.body), digest, "Pulp's digest is the sha256 of its bytes");
+        assert_eq!(
+            sha256_digest(&r.body),
+            digest,
+            "Pulp's digest is the sha256 of its bytes"
+        );
         digest
     }
 
@@ -341,12 +348,8 @@ fn raw_results(body: &[u8]) -> Vec<(String, String)> {
         #[serde(rename = "Results", borrow)]
         results: Vec<&'a RawValue>,
     }
-    let index: Index = serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!(
-            "not an index ({e}): {}",
-            String::from_utf8_lossy(body)
-        )
-    });
+    let index: Index = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not an index ({e}): {}", String::from_utf8_lossy(body)));
     index
         .results
         .iter()
@@ -383,10 +386,19 @@ fn assert_layout_verifies(dir: &Path) {
         let p = e.expect("entry").path();
         let bytes = std::fs::read(&p).expect("blob");
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(sha256_digest(&bytes), format!("sha256:{name}"), "{}", p.display());
+        assert_eq!(
+            sha256_digest(&bytes),
+            format!("sha256:{name}"),
+            "{}",
+            p.display()
+        );
         n += 1;
     }
-    assert!(n >= 3, "manifest, config and a layer in {}", blobs.display());
+    assert!(
+        n >= 3,
+        "manifest, config and a layer in {}",
+        blobs.display()
+    );
 }
 
 /// A Go client's command through the gateway finished without the TLS stall.
@@ -424,7 +436,10 @@ fn host_index_is_pulps_own_entries_filtered() {
     let setup = Setup::start(pulp, false);
     let pulp_entries = raw_results(&pulp_index);
     assert_eq!(
-        pulp_entries.iter().map(|(n, _)| n.as_str()).collect::<BTreeSet<_>>(),
+        pulp_entries
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<BTreeSet<_>>(),
         [HELLO, PLATFORM].into_iter().collect(),
         "real Pulp's own index lists the two Flatpak repositories (plain images filtered out)"
     );
@@ -460,7 +475,11 @@ fn host_index_is_pulps_own_entries_filtered() {
 
     // The gzip variant is the same document; revalidation answers 304.
     let etag = r.header("etag").expect("an ETag").to_owned();
-    assert!(r.header("cache-control").unwrap_or_default().contains("no-cache"));
+    assert!(
+        r.header("cache-control")
+            .unwrap_or_default()
+            .contains("no-cache")
+    );
     let gz = setup
         .curl_as(HOST_A)
         .header("Accept-Encoding", "gzip")
@@ -535,11 +554,56 @@ fn registry_reads_match_pulp_and_blobs_follow_signed_redirects() {
     let r = a.get(&format!("/v2/{TINY}/manifests/1.0"));
     assert_eq!(r.header("docker-content-digest"), Some(digest_1_0.as_str()));
 
-    // tags/list is Pulp's.
-    let r = a.get(&format!("/v2/{TINY}/tags/list"));
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), setup.pulp.curl().get(&format!("/v2/{TINY}/tags/list")).json());
-    assert_eq!(r.json()["tags"], serde_json::json!(["1.0", "latest"]));
+    // By tag, Pulp serves a manifest only to an Accept naming its type (or */*).
+    let r = setup
+        .curl_as(HOST_A)
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .get(&format!("/v2/{TINY}/manifests/latest"));
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("MANIFEST_UNKNOWN"), "{}", r.text());
+
+    // tags/list is Pulp's JSON whatever the client accepts: Pulp itself would
+    // answer a browser's Accept with its browsable-API page, and a manifest
+    // type with 406.
+    let pulp_tags = setup
+        .pulp
+        .curl()
+        .get(&format!("/v2/{TINY}/tags/list"))
+        .json();
+    assert_eq!(pulp_tags["tags"], serde_json::json!(["1.0", "latest"]));
+    for accept in [
+        "*/*",
+        MANIFEST_ACCEPT,
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ] {
+        let r = setup
+            .curl_as(HOST_A)
+            .header("Accept", accept)
+            .get(&format!("/v2/{TINY}/tags/list"));
+        assert_eq!(r.status, 200, "Accept {accept}: {}", r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "Accept {accept}"
+        );
+        assert_eq!(r.json(), pulp_tags, "Accept {accept}");
+    }
+    let r = a.get(&format!("/v2/{TINY}/tags/list?n=1"));
+    assert_eq!(r.json()["tags"], serde_json::json!(["1.0"]));
+    assert_eq!(
+        r.header("link"),
+        Some(
+            format!(
+                "<{}/v2/{TINY}/tags/list?n=1&last=1.0>; rel=\"next\"",
+                setup.gateway.url()
+            )
+            .as_str()
+        ),
+        "Pulp's Link, pointing back at the gateway"
+    );
 
     // _catalog is the gateway's own (the pushed list, filtered), never Pulp's.
     let r = a.get("/v2/_catalog");
@@ -548,7 +612,10 @@ fn registry_reads_match_pulp_and_blobs_follow_signed_redirects() {
         serde_json::json!([HELLO, PLATFORM, OTHER, TINY])
     );
     let r = setup.curl_as(HOST_B).get("/v2/_catalog");
-    assert_eq!(r.json()["repositories"], serde_json::json!([PLATFORM, OTHER]));
+    assert_eq!(
+        r.json()["repositories"],
+        serde_json::json!([PLATFORM, OTHER])
+    );
     let r = setup.curl_anonymous().get("/v2/_catalog");
     assert_eq!(r.json()["repositories"], serde_json::json!([OTHER]));
 
@@ -557,11 +624,19 @@ fn registry_reads_match_pulp_and_blobs_follow_signed_redirects() {
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
     let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
     for blob in [&layer, &config] {
-        let r = setup.curl_as(HOST_A).get(&format!("/v2/{TINY}/blobs/{blob}"));
+        let r = setup
+            .curl_as(HOST_A)
+            .get(&format!("/v2/{TINY}/blobs/{blob}"));
         assert_eq!(r.status, 302, "{}", r.text());
         let location = r.header("location").expect("a Location").to_owned();
-        let prefix = format!("{}/pulp/container/{TINY}/blobs/{blob}?", setup.pulp.content_origin);
-        assert!(location.starts_with(&prefix), "{location} starts with {prefix}");
+        let prefix = format!(
+            "{}/pulp/container/{TINY}/blobs/{blob}?",
+            setup.pulp.content_origin
+        );
+        assert!(
+            location.starts_with(&prefix),
+            "{location} starts with {prefix}"
+        );
         assert!(
             location.contains("expires=") && location.contains("validate_token="),
             "signed: {location}"
@@ -575,10 +650,8 @@ fn registry_reads_match_pulp_and_blobs_follow_signed_redirects() {
         assert_eq!(&sha256_digest(&followed.body), blob, "the bytes verify");
     }
     // The Flatpak app's half-megabyte layer too.
-    let hello: serde_json::Value = serde_json::from_slice(
-        &a.get(&format!("/v2/{HELLO}/manifests/latest")).body,
-    )
-    .unwrap();
+    let hello: serde_json::Value =
+        serde_json::from_slice(&a.get(&format!("/v2/{HELLO}/manifests/latest")).body).unwrap();
     let big = hello["layers"][0]["digest"].as_str().unwrap();
     let r = setup
         .curl_as(HOST_A)
@@ -766,7 +839,12 @@ fn skopeo_and_podman_pull_through_the_gateway() {
     assert!(out.stderr.contains("name unknown"), "{out}");
     quick(
         tools
-            .podman(&["pull", "--cert-dir", &anonymous, &tools.image(OTHER, "latest")])
+            .podman(&[
+                "pull",
+                "--cert-dir",
+                &anonymous,
+                &tools.image(OTHER, "latest"),
+            ])
             .run()
             .ok(),
     );
@@ -814,20 +892,24 @@ fn flatpak_installs_public_apps_and_sees_no_private_ones() {
 
     // Install pulls the runtime too; manifests come from the gateway, blobs
     // from Pulp's content app through the relayed signed redirects.
-    fp.flatpak(&["install", "--user", "-y", "--noninteractive", "gw", "org.test.Hello"])
-        .timeout(timeout)
-        .run()
-        .ok();
+    fp.flatpak(&[
+        "install",
+        "--user",
+        "-y",
+        "--noninteractive",
+        "gw",
+        "org.test.Hello",
+    ])
+    .timeout(timeout)
+    .run()
+    .ok();
     let out = fp
         .flatpak(&["run", "--user", "org.test.Hello"])
         .timeout(timeout)
         .run()
         .ok();
     assert_eq!(out.stdout.trim(), HELLO_OUTPUT, "{out}");
-    let out = fp
-        .flatpak(&["info", "--user", "org.test.Hello"])
-        .run()
-        .ok();
+    let out = fp.flatpak(&["info", "--user", "org.test.Hello"]).run().ok();
     assert!(
         out.stdout
             .contains(hello_digest.trim_start_matches("sha256:")),
@@ -871,4 +953,434 @@ fn flatpak_installs_public_apps_and_sees_no_private_ones() {
         .header("Accept", MANIFEST_ACCEPT)
         .head(&format!("/v2/{HELLO}/manifests/{hello_digest}"));
     assert_eq!(r.status, 401);
+}
+
+// ---------------------------------------------------------------------------
+// The stand-in against the real thing
+// ---------------------------------------------------------------------------
+
+/// One request, sent the same way to real Pulp and to `fake_pulp`.
+/// `{tiny}` is `org/lib/tiny:latest`'s manifest digest, `{layer}` its layer,
+/// `{zero}` a digest nobody has, `{content}` the content-app URL a blob
+/// redirect of the upstream being probed named.
+struct Probe {
+    method: &'static str,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    /// Compare the JSON body too (same repository names on both sides).
+    body: bool,
+}
+
+const fn probe(method: &'static str, path: &'static str) -> Probe {
+    Probe {
+        method,
+        path,
+        headers: &[],
+        body: false,
+    }
+}
+
+const OCI_ONLY: &[(&str, &str)] = &[("Accept", "application/vnd.oci.image.manifest.v1+json")];
+const GO_ACCEPT: &[(&str, &str)] = &[
+    ("Accept", "application/vnd.oci.image.manifest.v1+json"),
+    (
+        "Accept",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ),
+    ("Accept", "application/vnd.oci.image.index.v1+json"),
+];
+
+fn probes() -> Vec<Probe> {
+    let with = |mut p: Probe, headers: &'static [(&'static str, &'static str)]| {
+        p.headers = headers;
+        p
+    };
+    let body = |mut p: Probe| {
+        p.body = true;
+        p
+    };
+    vec![
+        probe("GET", "/v2/"),
+        probe("GET", "/v2"),
+        body(probe("GET", "/v2/_catalog")),
+        probe("HEAD", "/v2/_catalog"),
+        body(probe("GET", "/v2/_catalog?n=2")),
+        with(probe("GET", "/v2/_catalog"), OCI_ONLY),
+        probe("GET", "/v2/_catalog/"),
+        body(probe("GET", "/v2/org/lib/tiny/tags/list")),
+        body(probe("GET", "/v2/org/lib/tiny/tags/list?n=1")),
+        with(probe("GET", "/v2/org/lib/tiny/tags/list"), OCI_ONLY),
+        with(
+            probe("GET", "/v2/org/lib/tiny/tags/list"),
+            &[("Accept", "text/html")],
+        ),
+        body(with(
+            probe("GET", "/v2/org/lib/tiny/tags/list"),
+            &[("Accept", "application/json")],
+        )),
+        probe("GET", "/v2/org/lib/nope/tags/list"),
+        probe("GET", "/v2/org/lib/tiny/tags/list/"),
+        with(probe("GET", "/v2/org/lib/tiny/manifests/latest"), GO_ACCEPT),
+        with(
+            probe("HEAD", "/v2/org/lib/tiny/manifests/latest"),
+            GO_ACCEPT,
+        ),
+        with(probe("GET", "/v2/org/lib/tiny/manifests/{tiny}"), GO_ACCEPT),
+        with(
+            probe("GET", "/v2/org/lib/tiny/manifests/{tiny}"),
+            &[("Accept", "application/json")],
+        ),
+        probe("GET", "/v2/org/lib/tiny/manifests/latest"),
+        with(probe("GET", "/v2/org/lib/tiny/manifests/latest"), OCI_ONLY),
+        with(
+            probe("GET", "/v2/org/lib/tiny/manifests/latest"),
+            &[(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )],
+        ),
+        with(
+            probe("GET", "/v2/org/lib/tiny/manifests/latest"),
+            &[("Accept", "application/json")],
+        ),
+        with(
+            probe("HEAD", "/v2/org/lib/tiny/manifests/latest"),
+            &[("Accept", "application/vnd.oci.image.index.v1+json")],
+        ),
+        with(
+            probe("GET", "/v2/org/lib/tiny/manifests/latest"),
+            &[("Accept", "*/*")],
+        ),
+        with(
+            probe("GET", "/v2/org/lib/tiny/manifests/latest"),
+            &[("If-None-Match", "\"x\""), ("Accept", "*/*")],
+        ),
+        with(probe("GET", "/v2/org/lib/tiny/manifests/nope"), GO_ACCEPT),
+        with(probe("GET", "/v2/org/lib/tiny/manifests/{zero}"), GO_ACCEPT),
+        with(probe("GET", "/v2/org/lib/nope/manifests/latest"), GO_ACCEPT),
+        probe("GET", "/v2/org/lib/tiny/manifests/latest/"),
+        probe("GET", "/v2/org/lib/tiny/blobs/{layer}"),
+        probe("HEAD", "/v2/org/lib/tiny/blobs/{layer}"),
+        with(probe("GET", "/v2/org/lib/tiny/blobs/{layer}"), OCI_ONLY),
+        probe("GET", "/v2/org/lib/tiny/blobs/{zero}"),
+        probe("GET", "/v2/org/lib/nope/blobs/{zero}"),
+        probe("PUT", "/v2/org/lib/tiny/manifests/latest"),
+        probe("DELETE", "/v2/org/lib/tiny/manifests/{tiny}"),
+        probe("POST", "/v2/org/lib/tiny/blobs/uploads/"),
+        probe("GET", "/v2/org/lib/tiny/blobs/uploads/"),
+        probe("PUT", "/v2/org/lib/tiny/tags/list"),
+        with(probe("GET", "/v2/"), OCI_ONLY),
+        with(
+            probe("GET", "/v2/_catalog"),
+            &[("Accept", "text/html, application/json")],
+        ),
+        with(probe("GET", "/v2/_catalog"), &[("Accept", "text/*")]),
+        with(
+            probe("GET", "/v2/org/lib/tiny/tags/list"),
+            &[(
+                "Accept",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            )],
+        ),
+        probe("GET", "{content}"),
+        probe("HEAD", "{content}"),
+        with(probe("GET", "{content}"), &[("Range", "bytes=0-9")]),
+        probe("GET", "{content-unsigned}"),
+        probe("GET", "{content-badsig}"),
+        probe("GET", "/index/static?{flatpak}"),
+        probe("HEAD", "/index/static?{flatpak}"),
+        with(
+            probe("GET", "/index/static?{flatpak}"),
+            &[("Accept", "text/html")],
+        ),
+        with(probe("GET", "/index/static?{flatpak}"), OCI_ONLY),
+        with(
+            probe("GET", "/index/dynamic?{flatpak}"),
+            &[("Accept", "text/html")],
+        ),
+        body(probe("GET", "/index/static?tag=latest")),
+        body(probe(
+            "GET",
+            "/index/static?label:org.flatpak.ref:exists=1&annotation:x=1",
+        )),
+        body(probe(
+            "GET",
+            "/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=arm64",
+        )),
+        probe("GET", "/index/static/?{flatpak}"),
+    ]
+}
+
+/// The headers compared (others: dates, ids, sizes of different content).
+const COMPARED_HEADERS: [&str; 14] = [
+    "content-type",
+    "allow",
+    "vary",
+    "www-authenticate",
+    "docker-distribution-api-version",
+    "x-registry-supports-signatures",
+    "server",
+    "connection",
+    "accept-ranges",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "link",
+    "location",
+];
+
+/// What a probe's answer looks like, with what necessarily differs
+/// (origins, digests, signatures) replaced by placeholders.
+fn shape(
+    probe: &Probe,
+    r: &gateway_tests::client::CurlResponse,
+    origin: &str,
+    content_origin: &str,
+    vars: &[(String, String)],
+) -> Vec<String> {
+    let mut out = vec![format!("status {}", r.status)];
+    // The stand-in is its own content app: name the origin by the header's role.
+    let norm_as = |v: &str, first: (&str, &str), second: (&str, &str)| {
+        let mut v = v.replace(first.0, first.1).replace(second.0, second.1);
+        for (k, val) in vars {
+            if !val.is_empty() {
+                v = v.replace(val.as_str(), &format!("{{{k}}}"));
+            }
+        }
+        v
+    };
+    let norm = |v: &str| {
+        norm_as(
+            v,
+            (origin, "<origin>"),
+            (content_origin, "<content-origin>"),
+        )
+    };
+    for name in COMPARED_HEADERS {
+        let mut values: Vec<String> = r
+            .header_all(name)
+            .iter()
+            .map(|v| {
+                if name == "location" {
+                    norm_as(
+                        v,
+                        (content_origin, "<content-origin>"),
+                        (origin, "<origin>"),
+                    )
+                } else {
+                    norm(v)
+                }
+            })
+            .collect();
+        if name == "location" {
+            // Signed URLs: keep the path and the parameter names.
+            values = values
+                .iter()
+                .map(|v| match v.split_once('?') {
+                    Some((p, q)) => {
+                        let keys: Vec<&str> = q
+                            .split('&')
+                            .map(|kv| kv.split('=').next().unwrap_or_default())
+                            .collect();
+                        format!("{p}?{}", keys.join("&"))
+                    }
+                    None => v.clone(),
+                })
+                .collect();
+        }
+        if name == "etag" || name == "last-modified" {
+            values = values.iter().map(|_| "<present>".to_owned()).collect();
+        }
+        if name == "vary" || name == "allow" {
+            // Order and spelling of list headers as the server writes them.
+            values = values
+                .iter()
+                .map(|v| v.split(',').map(str::trim).collect::<Vec<_>>().join(", "))
+                .collect();
+        }
+        if !values.is_empty() {
+            out.push(format!("{name}: {}", values.join(" | ")));
+        }
+    }
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let ct = r.header("content-type").unwrap_or_default();
+    if ct.starts_with("application/json") {
+        match serde_json::from_slice::<serde_json::Value>(&r.body) {
+            Ok(v) if v.get("errors").is_some() || v.get("detail").is_some() || probe.body => {
+                out.push(format!(
+                    "body {}",
+                    norm_as(
+                        &v.to_string(),
+                        (content_origin, "<content-origin>"),
+                        (origin, "<origin>"),
+                    )
+                ));
+            }
+            Ok(v) if v.get("Results").is_some() => {
+                out.push(format!("index {}", index_shape(&v, origin, content_origin)));
+            }
+            Ok(_) => {}
+            Err(_) => out.push(format!("body (not JSON) {}", norm(&text))),
+        }
+    } else if ct.starts_with("text/plain") {
+        out.push(format!("body {}", norm(&text)));
+    } else if ct.starts_with("text/html") {
+        out.push(format!(
+            "html page (DRF: {})",
+            text.contains("Django REST framework")
+        ));
+    }
+    out
+}
+
+/// The index without its content: Registry, each result's name and the keys
+/// of each image, in order.
+fn index_shape(v: &serde_json::Value, origin: &str, content_origin: &str) -> String {
+    let registry = v["Registry"]
+        .as_str()
+        .unwrap_or("<none>")
+        .replace(content_origin, "<content-origin>")
+        .replace(origin, "<origin>");
+    let keys: Vec<&String> = v
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    let mut results: Vec<String> = v["Results"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    let images: Vec<String> = r["Images"]
+                        .as_array()
+                        .map(|i| {
+                            i.iter()
+                                .map(|img| {
+                                    img.as_object()
+                                        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+                                        .unwrap_or_default()
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{}[{}]",
+                        r["Name"].as_str().unwrap_or("?"),
+                        images.join(";")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    results.sort();
+    format!("keys {keys:?} Registry {registry} Results {results:?}")
+}
+
+/// Ask `base` every probe; `(probe line, shape)`.
+fn probe_all(base: &str, content_origin: &str) -> Vec<(String, Vec<String>)> {
+    let curl = Curl::new(base).max_time(Duration::from_secs(60));
+    let accept = ("Accept", MANIFEST_ACCEPT);
+    let m = curl
+        .header(accept.0, accept.1)
+        .get(&format!("/v2/{TINY}/manifests/latest"));
+    assert_eq!(m.status, 200, "{base}: {}", m.text());
+    let tiny = m.header("docker-content-digest").unwrap().to_owned();
+    let manifest: serde_json::Value = m.json();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = curl.get(&format!("/v2/{TINY}/blobs/{layer}"));
+    let content = blob.header("location").unwrap_or_default().to_owned();
+    let unsigned = content.split('?').next().unwrap_or_default().to_owned();
+    let badsig = format!(
+        "{}validate_token=00:00",
+        content.split("validate_token=").next().unwrap_or_default()
+    );
+    let vars: Vec<(String, String)> = vec![
+        ("tiny".into(), tiny),
+        ("layer".into(), layer),
+        ("zero".into(), format!("sha256:{}", "0".repeat(64))),
+        ("content".into(), content),
+        ("content-unsigned".into(), unsigned),
+        ("content-badsig".into(), badsig),
+        ("flatpak".into(), FLATPAK_INDEX_QUERY.into()),
+    ];
+    probes()
+        .iter()
+        .map(|p| {
+            let mut path = p.path.to_owned();
+            for (k, v) in &vars {
+                path = path.replace(&format!("{{{k}}}"), v);
+            }
+            let mut c = curl.clone();
+            for (k, v) in p.headers {
+                c = c.header(k, v);
+            }
+            let r = c.run(p.method, &path);
+            let line = format!(
+                "{} {}{}",
+                p.method,
+                p.path,
+                p.headers
+                    .iter()
+                    .map(|(k, v)| format!(" [{k}: {v}]"))
+                    .collect::<String>()
+            );
+            // The signed content URLs are the only variables compared by shape.
+            let shown: Vec<(String, String)> = vars
+                .iter()
+                .filter(|(k, _)| k == "tiny" || k == "layer" || k == "zero")
+                .cloned()
+                .collect();
+            (line, shape(p, &r, base, content_origin, &shown))
+        })
+        .collect()
+}
+
+/// `fake_pulp` (the stand-in the core suites run against) answers like real
+/// Pulp: same statuses, error bodies, content negotiation, headers and
+/// redirect shapes, for the requests the gateway makes and a few it must
+/// never make.
+#[test]
+fn fake_pulp_answers_like_real_pulp() {
+    use gateway_tests::fake_pulp::{FakePulp, FakeRepo, Image};
+    let Some(pulp) = RealPulp::get("fake_pulp_answers_like_real_pulp", &["curl"]) else {
+        return;
+    };
+    let fake = FakePulp::builder()
+        .registry_path("")
+        .repo(
+            FakeRepo::new(PLATFORM)
+                .image("latest", Image::flatpak_runtime("org.test.Platform", "1")),
+        )
+        .repo(FakeRepo::new(HELLO).image("latest", Image::flatpak_app("org.test.Hello")))
+        .repo(
+            FakeRepo::new(TINY)
+                .image("latest", Image::new())
+                .image("1.0", Image::new().label("org.example.version", "1.0")),
+        )
+        .repo(FakeRepo::new(OTHER).image("latest", Image::new()))
+        .start();
+    let real = probe_all(&pulp.api, &pulp.content_origin);
+    let stand_in = probe_all(fake.url(), &fake.content_origin());
+    let mut differences = Vec::new();
+    for ((line, want), (_, got)) in real.iter().zip(&stand_in) {
+        if want != got {
+            let mut d = format!("{line}\n");
+            for w in want.iter().filter(|w| !got.contains(w)) {
+                d.push_str(&format!("    real Pulp: {w}\n"));
+            }
+            for g in got.iter().filter(|g| !want.contains(g)) {
+                d.push_str(&format!("    fake_pulp: {g}\n"));
+            }
+            differences.push(d);
+        }
+    }
+    say(&format!(
+        "e2e-real-pulp: fake_pulp compared with real Pulp on {} requests, {} differ",
+        real.len(),
+        differences.len()
+    ));
+    assert!(
+        differences.is_empty(),
+        "fake_pulp differs from real Pulp:\n{}",
+        differences.join("")
+    );
 }

@@ -259,3 +259,27 @@ fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
         Seen::Host
     );
 }
+
+#[test]
+fn the_installer_header_spelling_counts_and_two_headers_are_refused() {
+    let env = env(None);
+    let public_url = env.gateway.config().server.public_url.clone();
+    let plain = env.gateway.plain_curl().expect("a plain listener");
+    let host = env.host_cert(HOST).forwarded_header_value();
+    // Katello's installer sets `X_RHSM_SSL_CLIENT_CERT`, with underscores.
+    assert_eq!(
+        seen(&plain.header("X_RHSM_SSL_CLIENT_CERT", &host), &public_url),
+        Seen::Host
+    );
+    // The frontend set one header and the client smuggled in another: neither
+    // is believed, whichever holds the good certificate.
+    let other = env.pki.host_cert(OTHER_HOST_FOR_AMBIGUITY).forwarded_header_value();
+    for (first, second) in [(&host, &other), (&other, &host)] {
+        let both = plain.header(HEADER, first).header("X_RHSM_SSL_CLIENT_CERT", second);
+        assert_eq!(seen(&both, &public_url), Seen::Rejected);
+    }
+    let with_null = plain.header("X_RHSM_SSL_CLIENT_CERT", "(null)").header(HEADER, &host);
+    assert_eq!(seen(&with_null, &public_url), Seen::Rejected);
+}
+
+const OTHER_HOST_FOR_AMBIGUITY: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";

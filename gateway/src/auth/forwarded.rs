@@ -7,8 +7,10 @@
 
 use base64::Engine;
 
-/// Header names a trusted frontend may use, in order of preference.
-pub const HEADER_NAMES: [&str; 2] = ["x-rhsm-ssl-client-cert", "ssl_client_cert"];
+/// Header names a trusted frontend may use, in order of preference. The
+/// Katello installer's vhost sets `X_RHSM_SSL_CLIENT_CERT` with underscores
+/// (Rack reads `-` and `_` alike), so that spelling counts too.
+pub const HEADER_NAMES: [&str; 3] = ["x-rhsm-ssl-client-cert", "x_rhsm_ssl_client_cert", "ssl_client_cert"];
 
 /// Largest header value considered: an SCA certificate is 3-4 KB of PEM; a chain
 /// of a few of them still fits.

@@ -4,6 +4,7 @@
 //! holds the missing ref.
 
 pub mod command;
+pub mod live;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 

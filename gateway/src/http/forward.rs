@@ -37,9 +37,28 @@ fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
 
 /// Forward a GET or HEAD for `path_and_query` (starting `/v2/`) and relay the answer.
 pub async fn relay(req: &HttpRequest, pulp: &PulpClient, cfg: &PulpConfig, path_and_query: &str) -> HttpResponse {
+    relay_with(req, pulp, cfg, path_and_query, forwarded_headers(req)).await
+}
+
+/// [`relay`] for a route whose answer is JSON whatever the client accepts
+/// (`tags/list`): Pulp's DRF negotiates on `Accept`, so a client's `text/html`
+/// would get Pulp's browsable-API page and a manifest media type a 406.
+pub async fn relay_json(req: &HttpRequest, pulp: &PulpClient, cfg: &PulpConfig, path_and_query: &str) -> HttpResponse {
+    let mut headers: Vec<_> = forwarded_headers(req).into_iter().filter(|(name, _)| name != header::ACCEPT).collect();
+    headers.push((header::ACCEPT, HeaderValue::from_static("application/json")));
+    relay_with(req, pulp, cfg, path_and_query, headers).await
+}
+
+async fn relay_with(
+    req: &HttpRequest,
+    pulp: &PulpClient,
+    cfg: &PulpConfig,
+    path_and_query: &str,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> HttpResponse {
     let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
     let head = method == Method::HEAD;
-    let upstream = match pulp.forward(method, path_and_query, &forwarded_headers(req)).await {
+    let upstream = match pulp.forward(method, path_and_query, &headers).await {
         Ok(r) => r,
         Err(e) => return upstream_failure(&e),
     };

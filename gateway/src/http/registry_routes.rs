@@ -74,7 +74,12 @@ fn bad(code: Code, message: &str) -> HttpResponse {
 }
 
 /// Entry point for everything under `/v2/` except `/v2/token`.
-pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Upstreams>) -> HttpResponse {
+pub async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    up: web::Data<Upstreams>,
+) -> HttpResponse {
     let method = req.method().clone();
     let path = req.path().to_owned();
     let read = method == Method::GET || method == Method::HEAD;
@@ -84,6 +89,7 @@ pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data
         req.extensions_mut().insert(RouteTemplate(route.template()));
     }
     if !read {
+        drain(payload).await;
         return unsupported();
     }
     // Grammar first: nothing malformed reaches central or Pulp.
@@ -152,7 +158,7 @@ pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data
         Route::Tags { name } => {
             let upstream_query = tags_query(&pairs);
             let target = format!("/v2/{name}/tags/list{upstream_query}");
-            let mut resp = forward::relay(&req, &up.pulp, &shared.config.pulp, &target).await;
+            let mut resp = forward::relay_json(&req, &up.pulp, &shared.config.pulp, &target).await;
             rewrite_link(&mut resp, &s.public_url, name);
             resp
         }
@@ -164,6 +170,27 @@ pub async fn dispatch(req: HttpRequest, shared: web::Data<Shared>, up: web::Data
             resp
         }
     }
+}
+
+/// Most of a refused push body read before answering, and for how long.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Read (and discard) a small request body, so that the refusal reaches an
+/// HTTP/2 client (a manifest PUT) instead of a reset of the stream it is still
+/// sending on. Big or slow bodies are cut short: the client then sees the reset.
+async fn drain(mut payload: web::Payload) {
+    use futures_util::StreamExt;
+    let read_some = async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = payload.next().await {
+            read += chunk.len();
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = actix_web::rt::time::timeout(DRAIN_TIME, read_some).await;
 }
 
 fn unsupported() -> HttpResponse {

@@ -162,14 +162,6 @@ impl Builder<'_> {
             .set(table, key, TomlValue::Str(s.value.clone()), comment);
     }
 
-    fn from_key(&self, file: &SettingsFile, name: &str) -> Result<Option<Sourced>, ImportError> {
-        Ok(file.scalar(name)?.map(|(value, origin)| Sourced {
-            value,
-            why: format!("{origin}."),
-            origin: Some(origin),
-        }))
-    }
-
     fn server(&mut self) -> Result<(), ImportError> {
         let taken = self.proxy_ports()?;
         let https_port = match self.proxy.scalar("https_port")? {
@@ -200,7 +192,7 @@ impl Builder<'_> {
             ],
         );
 
-        if let Some(s) = self.from_key(self.proxy, "ssl_certificate")? {
+        if let Some(s) = sourced(self.proxy, "ssl_certificate")? {
             self.put(
                 "server",
                 "tls_cert",
@@ -208,7 +200,7 @@ impl Builder<'_> {
                 &["foreman-proxy's own server certificate."],
             );
         }
-        if let Some(s) = self.from_key(self.proxy, "ssl_private_key")? {
+        if let Some(s) = sourced(self.proxy, "ssl_private_key")? {
             self.put("server", "tls_key", &s, &[]);
         }
 
@@ -708,6 +700,15 @@ impl Builder<'_> {
             lines,
         }
     }
+}
+
+/// A setting's value, with the file and line it came from as its comment.
+fn sourced(file: &SettingsFile, name: &str) -> Result<Option<Sourced>, ImportError> {
+    Ok(file.scalar(name)?.map(|(value, origin)| Sourced {
+        value,
+        why: format!("{origin}."),
+        origin: Some(origin),
+    }))
 }
 
 /// Why a key that was not carried over has no equivalent.

@@ -32,21 +32,26 @@ fn gather(req: &HttpRequest, shared: &Shared, allow_forwarded: bool) -> Result<O
     let peer = req.peer_addr();
     let mut forwarded_cert = None;
     if allow_forwarded {
-        for name in forwarded::HEADER_NAMES {
-            let Some(value) = req.headers().get(name) else { continue };
+        let present: Vec<(&str, &actix_web::http::header::HeaderValue)> = forwarded::HEADER_NAMES
+            .iter()
+            .flat_map(|name| req.headers().get_all(*name).map(move |v| (*name, v)))
+            .collect();
+        if let Some((name, _)) = present.first() {
             if !shared.config.server.is_trusted_frontend(peer) {
                 warn!(peer = ?peer, header = name, "ignoring a forwarded certificate header from a peer that is not a trusted frontend");
-                break;
-            }
-            match forwarded::decode(value.as_bytes()) {
-                Ok(Some(der)) => {
-                    forwarded_cert = Some(der);
-                    break;
-                }
-                Ok(None) => continue,
-                Err(e) => {
-                    debug!(error = %e, "undecodable forwarded certificate");
-                    return Err(errors::respond(StatusCode::UNAUTHORIZED, Code::Unauthorized, "invalid client certificate"));
+            } else if present.len() > 1 {
+                // A frontend sets one header; a second one came from the client
+                // through a frontend that does not clear it. Which is genuine
+                // cannot be told, so neither is believed.
+                warn!(peer = ?peer, "several forwarded certificate headers; refusing the request");
+                return Err(errors::respond(StatusCode::UNAUTHORIZED, Code::Unauthorized, "ambiguous client certificate"));
+            } else if let Some((_, value)) = present.first() {
+                match forwarded::decode(value.as_bytes()) {
+                    Ok(der) => forwarded_cert = der,
+                    Err(e) => {
+                        debug!(error = %e, "undecodable forwarded certificate");
+                        return Err(errors::respond(StatusCode::UNAUTHORIZED, Code::Unauthorized, "invalid client certificate"));
+                    }
                 }
             }
         }

@@ -223,9 +223,18 @@ impl FlatpakEnv {
     }
 
     /// Stop the bus and everything it started (the authenticator), by PID.
+    /// D-Bus activation double-forks, so an activated service is not below the
+    /// bus in the process tree: it is found by the bus address in its
+    /// environment (`DBUS_STARTER_ADDRESS`), which names this environment's socket.
     pub fn stop(&mut self) {
         let Some(mut bus) = self.bus.take() else { return };
-        let pids = descendants(bus.id());
+        let socket = self.dir.path().join("bus.sock");
+        let mut pids = descendants(bus.id());
+        for pid in activated_by(&socket) {
+            if pid != bus.id() && !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
         if !pids.is_empty() {
             let _ = Command::new("kill")
                 .arg("-KILL")
@@ -243,6 +252,31 @@ impl Drop for FlatpakEnv {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Processes started by the bus listening on `socket`: their environment has
+/// `DBUS_STARTER_ADDRESS=unix:path=<socket>,guid=...`.
+pub fn activated_by(socket: &Path) -> Vec<u32> {
+    let needle = format!("DBUS_STARTER_ADDRESS=unix:path={}", socket.display());
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(e.path().join("environ")) else {
+                continue;
+            };
+            let hit = environ.split(|b| *b == 0).any(|var| {
+                var.starts_with(needle.as_bytes())
+                    && matches!(var.get(needle.len()), None | Some(b','))
+            });
+            if hit {
+                out.push(pid);
+            }
+        }
+    }
+    out
 }
 
 /// Every process below `root` (children, grandchildren, ...), from `/proc`.
