@@ -92,11 +92,8 @@ fn monotonic_usec() -> u64 {
 /// Start the gateway, report readiness, and handle signals until it stops.
 pub async fn run(path: &Path, config: Config, log_filter: LogFilter) -> i32 {
     let notifier = Notifier::from_env();
-    notifier.notify("STATUS=Starting: loading plugins and state, binding listeners");
-    let running = match server::start(config, StartOptions::default()).await {
-        Ok(r) => r,
-        Err(e) => return start_failed(&notifier, e),
-    };
+    // Before anything else, so a signal during start-up is not fatal (SIGHUP)
+    // or abrupt (SIGTERM) by default action.
     let signals = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -109,14 +106,27 @@ pub async fn run(path: &Path, config: Config, log_filter: LogFilter) -> i32 {
             return EXIT_RUNTIME;
         }
     };
+    notifier.notify("STATUS=Starting: loading plugins and state, binding listeners");
+    let running = match server::start(config, StartOptions::default()).await {
+        Ok(r) => r,
+        Err(e) => return start_failed(&notifier, e),
+    };
+    let listeners = listeners(&running);
+    let status = |shared: &crate::server::shared::Shared| {
+        let state = if shared.state.is_loaded() {
+            "state loaded"
+        } else {
+            "no state yet (waiting for Katello to sync)"
+        };
+        format!("Serving {listeners}; {state}")
+    };
     // Everything a client needs is bound and loaded by now: listeners,
     // plugins, persisted state, the admin listener.
-    notifier.notify(&format!("READY=1\nSTATUS={}", serving_status(&running)));
+    notifier.notify(&format!("READY=1\nSTATUS={}", status(&running.shared)));
 
     let handle = running.handle.clone();
     let tls = running.tls.clone();
     let shared = running.shared.clone();
-    let status = serving_status(&running);
     let stopped = running.wait();
     tokio::pin!(stopped);
     let mut stopping = false;
@@ -139,7 +149,7 @@ pub async fn run(path: &Path, config: Config, log_filter: LogFilter) -> i32 {
                     Ok(()) => String::new(),
                     Err(first) => format!("; last reload rejected: {first}"),
                 };
-                notifier.notify(&format!("READY=1\nSTATUS={status}{note}"));
+                notifier.notify(&format!("READY=1\nSTATUS={}{note}", status(&shared)));
             }
             _ = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } } => {
                 // A second signal gives up on draining.
@@ -171,15 +181,22 @@ fn start_failed(notifier: &Notifier, e: StartError) -> i32 {
     code
 }
 
-fn serving_status(running: &Running) -> String {
-    let state = if running.shared.state.is_loaded() {
-        "state loaded"
-    } else {
-        "no state yet (waiting for Katello to sync)"
+fn listeners(running: &Running) -> String {
+    let list = |addrs: &[std::net::SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     };
+    let admin = running
+        .admin_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".to_owned());
     format!(
-        "Serving: TLS {:?}, plain {:?}, admin {:?}; {state}",
-        running.tls_addrs, running.plain_addrs, running.admin_addr
+        "TLS [{}], plain [{}], admin {admin}",
+        list(&running.tls_addrs),
+        list(&running.plain_addrs)
     )
 }
 

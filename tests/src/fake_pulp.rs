@@ -950,13 +950,29 @@ pub type PulpRequest = Recorded<PathKind>;
 #[derive(Debug)]
 enum Route {
     Ping,
-    Index { dynamic: bool },
+    Index {
+        dynamic: bool,
+    },
     Catalog,
-    Tags { name: String },
-    Manifest { name: String, reference: String },
-    Blob { name: String, digest: String },
-    ContentBlob { name: String, digest: String },
-    ContentManifest { name: String, reference: String },
+    Tags {
+        name: String,
+    },
+    Manifest {
+        name: String,
+        reference: String,
+    },
+    Blob {
+        name: String,
+        digest: String,
+    },
+    ContentBlob {
+        name: String,
+        digest: String,
+    },
+    ContentManifest {
+        name: String,
+        reference: String,
+    },
     /// `/v2/<name>/blobs/uploads/...` (push only).
     Upload,
     /// `/v2` without its slash: Django's `APPEND_SLASH` redirect.

@@ -119,10 +119,9 @@ impl DockerRegistry {
                 Err(e) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    let log = std::fs::read_to_string(
-                        dir.path().join(format!("registry-{attempt}.log")),
-                    )
-                    .unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(dir.path().join(format!("registry-{attempt}.log")))
+                            .unwrap_or_default();
                     last = io::Error::other(format!("{e}; docker-registry log:\n{log}"));
                 }
             }
@@ -177,10 +176,8 @@ fn wait_until_up(child: &mut Child, addr: SocketAddr, limit: Duration) -> io::Re
                 "docker-registry exited with {status}"
             )));
         }
-        if let Ok(r) = http_request(addr, "GET", "/v2/", &[]) {
-            if r.status == 200 {
-                return Ok(());
-            }
+        if http_request(addr, "GET", "/v2/", &[]).is_ok_and(|r| r.status == 200) {
+            return Ok(());
         }
         if Instant::now() > deadline {
             return Err(io::Error::other(format!(
@@ -412,9 +409,11 @@ impl RegistryUpstream {
     /// The index this service answers for a raw query (as the gateway would
     /// get it), with the status.
     pub fn index(&self, query: &str) -> io::Result<RawResponse> {
-        let addr = self.server.as_ref().map(|s| s.addr).ok_or_else(|| {
-            io::Error::other("the registry upstream is stopped")
-        })?;
+        let addr = self
+            .server
+            .as_ref()
+            .map(|s| s.addr)
+            .ok_or_else(|| io::Error::other("the registry upstream is stopped"))?;
         if self.url.starts_with("https") {
             return Err(io::Error::other(
                 "index() reads plain HTTP only; use a TLS client",
@@ -745,7 +744,11 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn get(&self, path: &str, accept: &[&str]) -> Result<(Vec<(String, String)>, Bytes), String> {
+    async fn get(
+        &self,
+        path: &str,
+        accept: &[&str],
+    ) -> Result<(Vec<(String, String)>, Bytes), String> {
         let mut req = self.client.get(format!("{}{path}", self.base));
         for a in accept {
             req = req.append_header((header::ACCEPT, *a));
@@ -818,9 +821,16 @@ impl Reader<'_> {
     }
 
     /// The manifest's media type (body, else `Content-Type`), digest and parsed body.
-    async fn manifest(&self, name: &str, reference: &str) -> Result<(String, String, AnyManifest), String> {
+    async fn manifest(
+        &self,
+        name: &str,
+        reference: &str,
+    ) -> Result<(String, String, AnyManifest), String> {
         let (headers, body) = self
-            .get(&format!("/v2/{name}/manifests/{reference}"), &MANIFEST_ACCEPT)
+            .get(
+                &format!("/v2/{name}/manifests/{reference}"),
+                &MANIFEST_ACCEPT,
+            )
             .await?;
         let parsed: AnyManifest = serde_json::from_slice(&body)
             .map_err(|e| format!("manifest {name}:{reference}: {e}"))?;
@@ -874,14 +884,13 @@ async fn build_index(reader: &Reader<'_>, q: &IndexQuery) -> Result<Vec<IndexRes
             let mut images = Vec::new();
             if is_list(&media_type) || manifest.manifests.is_some() {
                 for child in manifest.manifests.unwrap_or_default() {
-                    if let Some(p) = &child.platform {
-                        if q.oss.as_ref().is_some_and(|o| !o.contains(&p.os))
+                    if let Some(p) = &child.platform
+                        && (q.oss.as_ref().is_some_and(|o| !o.contains(&p.os))
                             || q.architectures
                                 .as_ref()
-                                .is_some_and(|a| !a.contains(&p.architecture))
-                        {
-                            continue;
-                        }
+                                .is_some_and(|a| !a.contains(&p.architecture)))
+                    {
+                        continue;
                     }
                     let (child_type, child_digest, child_manifest) =
                         reader.manifest(&name, &child.digest).await?;

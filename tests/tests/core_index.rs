@@ -89,7 +89,7 @@ fn each_identity_gets_its_own_index_with_upstream_entries_byte_for_byte() {
             Some(u) => env.curl_as(&env.host_cert(u)),
             None => env.curl(),
         };
-        for kind in ["static", "dynamic"] {
+        for kind in ["static", "dynamic", "static/"] {
             let r = curl.get(&index_path(kind));
             assert_eq!(r.status, 200, "{who} {kind}: {}", r.text());
             assert!(

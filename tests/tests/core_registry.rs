@@ -90,6 +90,14 @@ fn second_gateway(
     g
 }
 
+fn manifest_layer(env: &TestEnv) -> String {
+    env.pulp
+        .repo(APP_A)
+        .map(|r| r.layer_digests("latest"))
+        .unwrap_or_default()
+        .swap_remove(0)
+}
+
 fn digest_of(env: &TestEnv, repo: &str, tag: &str) -> String {
     env.pulp
         .repo(repo)
@@ -189,6 +197,34 @@ async fn manifests_are_streamed_with_their_headers_and_head_stays_head() {
             (last.kind, last.method.as_str()),
             (PathKind::Manifest, "HEAD")
         );
+    }
+
+    // The routes tolerate a trailing slash, as the Ruby gateway's did; Pulp gets
+    // the canonical path.
+    for (route, kind) in [
+        (format!("{path}/"), PathKind::Manifest),
+        (
+            format!("/v2/{APP_A}/blobs/{}/", manifest_layer(&env)),
+            PathKind::Blob,
+        ),
+        (format!("/v2/{APP_A}/tags/list/"), PathKind::Tags),
+        ("/v2/_catalog/".to_owned(), PathKind::Catalog),
+    ] {
+        let r = client.get(&route).send().await;
+        assert!(
+            matches!(r.status, 200 | 302),
+            "{route}: {} {}",
+            r.status,
+            r.text()
+        );
+        if kind != PathKind::Catalog {
+            let last = env.pulp.last_request().expect("Pulp was asked");
+            assert_eq!(last.kind, kind, "{route}");
+            assert_eq!(
+                format!("{}/", last.path),
+                format!("/pulpcore_registry{route}")
+            );
+        }
     }
 
     // Pulp's own 404 for an unknown tag of a visible repository is passed on.
@@ -342,8 +378,8 @@ fn blob_redirects_are_relayed_and_followable_and_direct_blobs_stream() {
     assert_eq!(env.pulp.streams_completed(), before + 1);
 }
 
-#[test]
-fn invisible_and_nonexistent_repositories_answer_alike_without_asking_pulp() {
+#[actix_web::test]
+async fn invisible_and_nonexistent_repositories_answer_alike_without_asking_pulp() {
     let env = env();
     let public_url = env.gateway.config().server.public_url.clone();
     let digest = digest_of(&env, APP_A, "latest");
@@ -359,11 +395,11 @@ fn invisible_and_nonexistent_repositories_answer_alike_without_asking_pulp() {
     };
     let hidden_from_a = [APP_B, UNLISTED, "org/does/not-exist"];
 
-    let host = env.curl_as(&env.host_cert(HOST_A)).http(CurlHttp::Http11);
+    let host = env.client_as(&env.host_cert(HOST_A));
     let mut bodies = Vec::new();
     for name in hidden_from_a {
         for (method, path) in routes(name) {
-            let r = host.run(method, &path);
+            let r = host.request(method, &path).send().await;
             assert_eq!(r.status, 404, "host: {method} {path}");
             assert_eq!(r.header("www-authenticate"), None, "{method} {path}");
             if method == "GET" {
@@ -382,11 +418,11 @@ fn invisible_and_nonexistent_repositories_answer_alike_without_asking_pulp() {
         "one answer for all of them"
     );
 
-    let anonymous = env.curl().http(CurlHttp::Http11);
+    let anonymous = env.client();
     let mut bodies = Vec::new();
     for name in [APP_A, APP_B, UNLISTED, "org/does/not-exist"] {
         for (method, path) in routes(name) {
-            let r = anonymous.run(method, &path);
+            let r = anonymous.request(method, &path).send().await;
             assert_eq!(r.status, 401, "anonymous: {method} {path}");
             assert_eq!(
                 r.header("www-authenticate"),
@@ -408,8 +444,8 @@ fn invisible_and_nonexistent_repositories_answer_alike_without_asking_pulp() {
     assert_eq!(env.central.total(), 0);
 }
 
-#[test]
-fn malformed_names_references_and_digests_are_400_before_any_upstream() {
+#[actix_web::test]
+async fn malformed_names_references_and_digests_are_400_before_any_upstream() {
     let env = env();
     let good = format!("sha256:{}", "0".repeat(64));
     let long_name = "a".repeat(256);
@@ -490,29 +526,32 @@ fn malformed_names_references_and_digests_are_400_before_any_upstream() {
         ),
     ];
     // A client unknown to the gateway and an anonymous one: neither may cause a
-    // central lookup or a Pulp request with a malformed path.
+    // central lookup or a Pulp request with a malformed path. (awc sends paths
+    // as given, dot segments and escapes included.)
     let clients = [
-        ("stranger", env.curl_as(&env.host_cert(STRANGER))),
-        ("anonymous", env.curl()),
+        ("stranger", env.client_as(&env.host_cert(STRANGER))),
+        ("anonymous", env.client()),
     ];
-    for (who, curl) in &clients {
-        let curl = curl.arg("--path-as-is").http(CurlHttp::Http11);
+    for (who, client) in &clients {
         for (path, code) in &cases {
-            for method in ["GET", "HEAD"] {
-                let r = curl.run(method, path);
-                assert_eq!(r.status, 400, "{who} {method} {path}: {}", r.text());
-                if method == "GET" {
-                    common::assert_error(
-                        path,
-                        r.status,
-                        r.header("content-type"),
-                        &r.body,
-                        400,
-                        code,
-                    );
-                }
-            }
+            let r = client.get(path).send().await;
+            common::assert_error(
+                &format!("{who} GET {path}"),
+                r.status,
+                r.header("content-type"),
+                &r.body,
+                400,
+                code,
+            );
+            let r = client.head(path).send().await;
+            assert_eq!(r.status, 400, "{who} HEAD {path}");
         }
+    }
+    // The same through a real client that is told not to squash dot segments.
+    let curl = env.curl_as(&env.host_cert(STRANGER)).arg("--path-as-is");
+    for (path, code) in &cases[..4] {
+        let r = curl.get(path);
+        common::assert_error(path, r.status, r.header("content-type"), &r.body, 400, code);
     }
     assert_eq!(
         env.pulp.total(),
@@ -713,25 +752,38 @@ fn pulp_errors_and_timeouts_are_502_or_503_in_registry_format() {
             r.status
         );
         common::error_code(&r.body);
+    }
 
+    // Pulp stalls past pulp.timeout_secs on every route at once.
+    for (kind, _) in &routes {
         env.pulp
             .fail_times(Some(*kind), Fault::Stall(Duration::from_secs(3)), 1);
-        let started = std::time::Instant::now();
-        let r = curl.get(path);
-        common::assert_error(
-            path,
-            r.status,
-            r.header("content-type"),
-            &r.body,
-            503,
-            "UNAVAILABLE",
-        );
-        assert!(r.header("retry-after").is_some(), "{path}: {:?}", r.headers);
-        assert!(
-            started.elapsed() < Duration::from_millis(2900),
-            "{path}: answered at pulp.timeout_secs"
-        );
     }
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for (_, path) in &routes {
+            let curl = &curl;
+            scope.spawn(move || {
+                let r = curl.get(path);
+                common::assert_error(
+                    path,
+                    r.status,
+                    r.header("content-type"),
+                    &r.body,
+                    503,
+                    "UNAVAILABLE",
+                );
+                assert!(r.header("retry-after").is_some(), "{path}: {:?}", r.headers);
+            });
+        }
+    });
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "answered at pulp.timeout_secs, not when Pulp woke up"
+    );
+    // One Pulp request per client request (seven per route): failures are not retried.
+    let asked = [PathKind::Manifest, PathKind::Blob, PathKind::Tags].map(|k| env.pulp.count(k));
+    assert_eq!(asked, [7, 7, 7]);
 
     // Pulp down altogether.
     let mut env = env;

@@ -18,8 +18,8 @@ use gateway_tests::e2e::images::{
     HELLO_REF, HELLO_V1, HELLO_V2, PLATFORM_REF, PRIVATE_OUTPUT, PRIVATE_REF,
 };
 use gateway_tests::e2e::stack::{
-    HOST_A, HOST_B, PASSWORD, REPO_A, REPO_B, REPO_HELLO, REPO_PLATFORM, REPO_PRIVATE,
-    REPO_PUBLIC, Stack, USER,
+    HOST_A, HOST_B, PASSWORD, REPO_A, REPO_B, REPO_HELLO, REPO_PLATFORM, REPO_PRIVATE, REPO_PUBLIC,
+    Stack, USER,
 };
 use gateway_tests::e2e::{self, Needs};
 use gateway_tests::fake_central::CentralRoute;
@@ -133,10 +133,20 @@ fn upstream_is_pulp_shaped() {
         assert_eq!(r.header(h), None, "Pulp sends no {h}");
     }
     let text = String::from_utf8(r.body.clone()).expect("UTF-8");
-    assert!(text.contains("ünïcödé ✓"), "raw UTF-8, not \\u escapes: {text}");
-    assert!(!text.contains("\": ") && !text.contains(", \""), "compact JSON: {text}");
+    assert!(
+        text.contains("ünïcödé ✓"),
+        "raw UTF-8, not \\u escapes: {text}"
+    );
+    assert!(
+        !text.contains("\": ") && !text.contains(", \""),
+        "compact JSON: {text}"
+    );
     let index = r.json();
-    assert_eq!(index["Registry"], stack.upstream.url(), "Registry = its own origin");
+    assert_eq!(
+        index["Registry"],
+        stack.upstream.url(),
+        "Registry = its own origin"
+    );
     assert!(index.get("Lists").is_none());
     assert_eq!(
         names(&r.body),
@@ -158,7 +168,10 @@ fn upstream_is_pulp_shaped() {
         private["Images"][0]["MediaType"],
         "application/vnd.oci.image.manifest.v1+json"
     );
-    assert_eq!(private["Images"][0]["Labels"]["org.flatpak.ref"], PRIVATE_REF);
+    assert_eq!(
+        private["Images"][0]["Labels"]["org.flatpak.ref"],
+        PRIVATE_REF
+    );
 
     let r = up.get(&format!(
         "{prefix}/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=arm64"
@@ -232,6 +245,19 @@ fn skopeo_and_podman_with_subscription_certificates() {
         .ok();
     assert_eq!(digest_in_oci_dir(&copy), digest_a);
 
+    // tags/list (Pulp's paging Link is rewritten by the gateway).
+    let out = tools
+        .skopeo(&[
+            "list-tags",
+            "--cert-dir",
+            &certs_a,
+            &tools.docker_repo(REPO_A),
+        ])
+        .run()
+        .ok();
+    let tags: serde_json::Value = serde_json::from_str(&out.stdout).expect("list-tags JSON");
+    assert_eq!(tags["Tags"], serde_json::json!(["latest"]), "{out}");
+
     // B's repository does not exist for A.
     let out = tools
         .skopeo(&[
@@ -277,12 +303,16 @@ fn skopeo_and_podman_with_subscription_certificates() {
         .ok();
     assert_eq!(
         out.stdout.as_bytes(),
-        stack.upstream.manifest_bytes(REPO_PUBLIC, "latest").unwrap()
+        stack
+            .upstream
+            .manifest_bytes(REPO_PUBLIC, "latest")
+            .unwrap()
     );
     let copy = stack.scratch("skopeo-copy-public");
     tools
         .skopeo(&[
             "copy",
+            "--all",
             "--src-cert-dir",
             &anonymous,
             &tools.docker(REPO_PUBLIC, "latest"),
@@ -290,6 +320,11 @@ fn skopeo_and_podman_with_subscription_certificates() {
         ])
         .run()
         .ok();
+    assert_eq!(
+        digest_in_oci_dir(&copy),
+        digest_public,
+        "the whole image index"
+    );
     // ... and a private one asks for credentials.
     let out = tools
         .skopeo(&[
@@ -400,7 +435,8 @@ fn podman_login_and_skopeo_creds_use_the_token_flow() {
         .run()
         .ok();
     assert!(out.stdout.contains("Login Succeeded"), "{out}");
-    let auth = std::fs::read_to_string(tools.auth_file()).expect("podman login wrote the auth file");
+    let auth =
+        std::fs::read_to_string(tools.auth_file()).expect("podman login wrote the auth file");
     assert!(auth.contains(tools.registry()), "{auth}");
 
     tools
@@ -471,7 +507,10 @@ fn podman_login_and_skopeo_creds_use_the_token_flow() {
         ])
         .run()
         .failed();
-    assert!(out.stderr.contains("unauthorized") || out.stderr.contains("401"), "{out}");
+    assert!(
+        out.stderr.contains("unauthorized") || out.stderr.contains("401"),
+        "{out}"
+    );
 
     // Central issued the tokens for the user, and the gateway remembers them.
     let tokens = stack.central.requests_of(CentralRoute::Token);
@@ -479,15 +518,14 @@ fn podman_login_and_skopeo_creds_use_the_token_flow() {
         tokens
             .iter()
             .any(|r| r.query_param("account").as_deref() == Some(USER)
-                && r.query_param("scope").as_deref()
-                    == Some(&format!("repository:{REPO_A}:pull"))),
+                && r.query_param("scope").as_deref() == Some(&format!("repository:{REPO_A}:pull"))),
         "token requests: {:?}",
-        tokens.iter().map(|r| r.path_and_query()).collect::<Vec<_>>()
+        tokens
+            .iter()
+            .map(|r| r.path_and_query())
+            .collect::<Vec<_>>()
     );
-    let users = stack
-        .gateway
-        .katello_curl()
-        .get("/container_gateway/users");
+    let users = stack.gateway.katello_curl().get("/container_gateway/users");
     assert_eq!(users.status, 200, "{}", users.text());
     assert_eq!(users.json()["users"], serde_json::json!([USER]));
 }
@@ -516,9 +554,16 @@ fn flatpak_installs_and_updates_a_public_app() {
         "exactly the anonymous-visible refs\n{out}"
     );
 
-    fp.flatpak(&["install", "--user", "-y", "--noninteractive", "gw", "org.test.Hello"])
-        .run()
-        .ok();
+    fp.flatpak(&[
+        "install",
+        "--user",
+        "-y",
+        "--noninteractive",
+        "gw",
+        "org.test.Hello",
+    ])
+    .run()
+    .ok();
     let out = fp.flatpak(&["run", "--user", "org.test.Hello"]).run().ok();
     assert_eq!(out.stdout.trim(), HELLO_V1, "{out}");
     // Manifests and blobs came through the gateway (its `Registry`), by digest.
@@ -555,10 +600,7 @@ fn flatpak_installs_and_updates_a_public_app() {
         .ok();
     let out = fp.flatpak(&["run", "--user", "org.test.Hello"]).run().ok();
     assert_eq!(out.stdout.trim(), HELLO_V2, "{out}");
-    let out = fp
-        .flatpak(&["info", "--user", "org.test.Hello"])
-        .run()
-        .ok();
+    let out = fp.flatpak(&["info", "--user", "org.test.Hello"]).run().ok();
     assert!(
         out.stdout
             .contains(stack.images.hello_v2.digest.trim_start_matches("sha256:")),
@@ -570,7 +612,10 @@ fn flatpak_installs_and_updates_a_public_app() {
 /// certificate from certs.d, `Accept-Encoding: gzip`, no Authorization).
 #[test]
 fn host_index_is_what_flatpak_1_16_would_receive() {
-    if !e2e::ready("host_index_is_what_flatpak_1_16_would_receive", Needs::Registry) {
+    if !e2e::ready(
+        "host_index_is_what_flatpak_1_16_would_receive",
+        Needs::Registry,
+    ) {
         return;
     }
     let stack = Stack::start();
@@ -613,14 +658,22 @@ fn host_index_is_what_flatpak_1_16_would_receive() {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, r)| r.as_str());
-        assert_eq!(Some(raw.as_str()), pulp, "{name} is copied through unchanged");
+        assert_eq!(
+            Some(raw.as_str()),
+            pulp,
+            "{name} is copied through unchanged"
+        );
     }
     // Revalidation answers 304 with the same caching rules.
     let r = as_flatpak(curl_as_host(&stack, HOST_A))
         .header("If-None-Match", &etag)
         .get(&path);
     assert_eq!(r.status, 304);
-    assert!(r.header("cache-control").unwrap_or_default().contains("no-cache"));
+    assert!(
+        r.header("cache-control")
+            .unwrap_or_default()
+            .contains("no-cache")
+    );
 
     // Others get less: anonymous (flatpak 1.14) and host B see the public apps only.
     let r = as_flatpak(stack.gateway.curl()).get(&path);
@@ -717,12 +770,17 @@ fn flatpak_installs_a_private_app_with_a_bearer_token() {
     // credentials (no `account`: the gateway derived it), and the pulls used it.
     let tokens = stack.central.requests_of(CentralRoute::Token);
     assert!(
-        tokens.iter().any(|r| r.authorization().is_some_and(|a| a.starts_with("Basic "))
-            && r.query_param("scope").as_deref()
-                == Some(&format!("repository:{REPO_PRIVATE}:pull"))
-            && r.query_param("account").as_deref() == Some(USER)),
+        tokens.iter().any(
+            |r| r.authorization().is_some_and(|a| a.starts_with("Basic "))
+                && r.query_param("scope").as_deref()
+                    == Some(&format!("repository:{REPO_PRIVATE}:pull"))
+                && r.query_param("account").as_deref() == Some(USER)
+        ),
         "token requests: {:?}",
-        tokens.iter().map(|r| r.path_and_query()).collect::<Vec<_>>()
+        tokens
+            .iter()
+            .map(|r| r.path_and_query())
+            .collect::<Vec<_>>()
     );
     let private_manifest = format!(
         "{}/v2/{REPO_PRIVATE}/manifests/{}",

@@ -26,6 +26,11 @@
 //! | `org/lib/tiny` | plain OCI image, tags `latest` and `1.0` | yes | yes | - |
 //! | `org/lib/other` | plain OCI image | no | (public) | (public) |
 //!
+//! `fake_pulp_answers_like_real_pulp` also holds the project's stand-in
+//! (`gateway_tests::fake_pulp`, which the core suites run against) to real
+//! Pulp's answers: statuses, error bodies, content negotiation, headers.
+//! CI runs all of it through `tests/e2e/real-pulp-ci.sh`.
+//!
 //! What the gateway must do with the real thing: filter Pulp's own index
 //! (entries byte for byte, `Registry` = us), relay manifests with Pulp's
 //! digests, relay Pulp's signed blob redirects to its content app (clients
@@ -156,10 +161,10 @@ impl RealPulp {
         if !missing.is_empty() {
             return skip(test, &format!("not on PATH: {}", missing.join(", ")));
         }
-        if tools.contains(&"flatpak") {
-            if let Err(e) = ca_namespace_works() {
-                return skip(test, &e);
-            }
+        if tools.contains(&"flatpak")
+            && let Err(e) = ca_namespace_works()
+        {
+            return skip(test, &e);
         }
         let pulp = RealPulp {
             dir,
@@ -215,6 +220,41 @@ impl RealPulp {
             "Pulp's digest is the sha256 of its bytes"
         );
         digest
+    }
+
+    /// The first layer of `repo:latest`, as Pulp's manifest names it.
+    fn layer(&self, repo: &str) -> String {
+        let r = self
+            .curl()
+            .header("Accept", MANIFEST_ACCEPT)
+            .get(&format!("/v2/{repo}/manifests/latest"));
+        r.json()["layers"][0]["digest"]
+            .as_str()
+            .expect("a layer")
+            .to_owned()
+    }
+
+    /// Whether the content app's access log shows a signed GET of `repo`'s
+    /// blob `digest` by a client whose User-Agent contains `agent`: the
+    /// client followed the redirect the gateway relayed.
+    fn content_app_served(&self, repo: &str, digest: &str, agent: &str) -> bool {
+        let log = self.dir.join("logs/pulpcore-content.access.log");
+        let path = format!("GET /pulp/container/{repo}/blobs/{digest}?expires=");
+        // The line is written once the response is done, maybe just after the client is.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let seen = text.lines().any(|l| {
+                l.contains(&path)
+                    && l.contains("&validate_token=")
+                    && l.contains(" 200 ")
+                    && l.contains(agent)
+            });
+            if seen || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Pulp's own Flatpak index (`/index/static`, the query flatpak sends).
@@ -751,6 +791,12 @@ fn skopeo_and_podman_pull_through_the_gateway() {
     );
     assert_eq!(digest_in_oci_dir(&copy), digest_tiny);
     assert_layout_verifies(&copy);
+    assert!(
+        setup
+            .pulp
+            .content_app_served(TINY, &setup.pulp.layer(TINY), "skopeo/"),
+        "skopeo fetched the layer from Pulp's content app through the relayed signed redirect"
+    );
 
     // B's certificate on A's repository: not found.
     let out = quick(
@@ -909,6 +955,14 @@ fn flatpak_installs_public_apps_and_sees_no_private_ones() {
         .run()
         .ok();
     assert_eq!(out.stdout.trim(), HELLO_OUTPUT, "{out}");
+    for repo in [HELLO, PLATFORM] {
+        assert!(
+            setup
+                .pulp
+                .content_app_served(repo, &setup.pulp.layer(repo), "Flatpak"),
+            "flatpak fetched {repo}'s layer from Pulp's content app through the relayed signed redirect"
+        );
+    }
     let out = fp.flatpak(&["info", "--user", "org.test.Hello"]).run().ok();
     assert!(
         out.stdout
@@ -946,7 +1000,10 @@ fn flatpak_installs_public_apps_and_sees_no_private_ones() {
         .timeout(timeout)
         .run()
         .failed();
-    assert!(!out.stdout.contains("Installing"), "{out}");
+    assert!(
+        out.stderr.contains("Nothing matches org.test.Hello"),
+        "the remote offers nothing to install\n{out}"
+    );
     // The manifest itself is refused too (the token flow gets nothing).
     let r = setup
         .curl_anonymous()

@@ -273,12 +273,19 @@ fn the_installer_header_spelling_counts_and_two_headers_are_refused() {
     );
     // The frontend set one header and the client smuggled in another: neither
     // is believed, whichever holds the good certificate.
-    let other = env.pki.host_cert(OTHER_HOST_FOR_AMBIGUITY).forwarded_header_value();
+    let other = env
+        .pki
+        .host_cert(OTHER_HOST_FOR_AMBIGUITY)
+        .forwarded_header_value();
     for (first, second) in [(&host, &other), (&other, &host)] {
-        let both = plain.header(HEADER, first).header("X_RHSM_SSL_CLIENT_CERT", second);
+        let both = plain
+            .header(HEADER, first)
+            .header("X_RHSM_SSL_CLIENT_CERT", second);
         assert_eq!(seen(&both, &public_url), Seen::Rejected);
     }
-    let with_null = plain.header("X_RHSM_SSL_CLIENT_CERT", "(null)").header(HEADER, &host);
+    let with_null = plain
+        .header("X_RHSM_SSL_CLIENT_CERT", "(null)")
+        .header(HEADER, &host);
     assert_eq!(seen(&with_null, &public_url), Seen::Rejected);
 }
 

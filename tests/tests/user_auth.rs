@@ -145,6 +145,11 @@ async fn podman_login_and_pull() {
         to_central.query_param("scope").as_deref(),
         Some(scope.as_str())
     );
+    assert_eq!(
+        to_central.query_param("service"),
+        None,
+        "only account and scope, as the Ruby gateway"
+    );
     assert!(
         to_central
             .authorization()
@@ -409,6 +414,14 @@ async fn central_refusals_and_garbage_on_the_token_route() {
         assert_eq!(r.json()["expires_in"], 180);
     }
     assert!(common::stored_users(&env.gateway).is_empty());
+    // Both legacy literals are anonymous everywhere (the Ruby gateway let
+    // `unauthorized` through `/v2/`).
+    for literal in ["unauthenticated", "unauthorized"] {
+        let r = client.get("/v2/").bearer(literal).send().await;
+        assert_eq!(r.status, 401, "{literal}");
+        let r = client.get("/v2/_catalog").bearer(literal).send().await;
+        assert_eq!(common::catalog_names(&r.body), vec![PUBLIC], "{literal}");
+    }
     let r = client
         .get(&manifest_path(&env, PUBLIC))
         .bearer("unauthenticated")
@@ -422,9 +435,81 @@ async fn central_refusals_and_garbage_on_the_token_route() {
         .await;
     assert_eq!(r.status, 401);
 
-    // And a good answer is stored, so the checks above could have failed.
-    token(&client, "alice", "alice-pw", ALICE_REPO).await;
+    // A good answer is stored, so the checks above could have failed. When
+    // central cannot say which repositories she may see right then, the token
+    // still comes back and works, with what was known before (nothing yet).
+    env.central
+        .fail_times(Some(CentralRoute::Catalog), Fault::Status(500), 1);
+    let alice = token(&client, "alice", "alice-pw", ALICE_REPO).await;
     assert_eq!(common::stored_users(&env.gateway), vec!["alice"]);
+    let path = manifest_path(&env, ALICE_REPO);
+    let r = client.get(&path).bearer(&alice).send().await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let again = token(&client, "alice", "alice-pw", ALICE_REPO).await;
+    assert_eq!(
+        again, alice,
+        "Katello hands out the same token while it is valid"
+    );
+    let r = client.get(&path).bearer(&alice).send().await;
+    assert_eq!(
+        r.status, 200,
+        "the next token request refreshed her repositories"
+    );
+}
+
+#[actix_web::test]
+async fn a_token_belongs_to_whoever_authenticated_not_to_the_account_named() {
+    let env = builder().start();
+    let client = env.client();
+    let bob = token(&client, "bob", "bob-pw", BOB_REPO).await;
+
+    // Alice names bob as the account, with her own credentials: central issues
+    // her token; it must neither become bob's nor change what bob sees.
+    let r = client
+        .get(&format!(
+            "/v2/token?account=bob&scope={}",
+            enc(&format!("repository:{ALICE_REPO}:pull"))
+        ))
+        .basic("alice", "alice-pw")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let alice = r.json()["token"].as_str().expect("a token").to_owned();
+    assert_eq!(
+        env.central
+            .tokens()
+            .iter()
+            .find(|(t, _)| *t == alice)
+            .map(|(_, l)| l.as_str()),
+        Some("alice"),
+        "central issued it to alice"
+    );
+
+    let r = client
+        .get(&manifest_path(&env, BOB_REPO))
+        .bearer(&bob)
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "bob keeps his repository: {}", r.text());
+    let r = client
+        .get(&manifest_path(&env, ALICE_REPO))
+        .bearer(&bob)
+        .send()
+        .await;
+    assert_eq!(r.status, 404, "bob does not get alice's");
+    let r = client
+        .get(&manifest_path(&env, ALICE_REPO))
+        .bearer(&alice)
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "alice's token is hers: {}", r.text());
+    let r = client
+        .get(&manifest_path(&env, BOB_REPO))
+        .bearer(&alice)
+        .send()
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(common::stored_users(&env.gateway), vec!["alice", "bob"]);
 }
 
 #[actix_web::test]
@@ -600,4 +685,14 @@ async fn v1_ping_and_search() {
         .send()
         .await;
     assert_eq!(names(&r), vec![PUBLIC]);
+
+    // A page holds 25 results unless `n` says otherwise.
+    let many: Vec<String> = (0..30).map(|i| format!("org/bulk/r{i:02}")).collect();
+    let list: Vec<(&str, bool)> = many.iter().map(|n| (n.as_str(), false)).collect();
+    env.gateway.push_repository_list(&list);
+    let r = client.get("/v1/search?q=bulk").send().await;
+    assert_eq!(names(&r), many[..25].to_vec());
+    assert_eq!(r.json()["num_results"], 25);
+    let r = client.get("/v1/search?q=bulk&n=30").send().await;
+    assert_eq!(names(&r).len(), 30);
 }

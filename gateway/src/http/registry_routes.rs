@@ -162,14 +162,21 @@ pub async fn dispatch(
             rewrite_link(&mut resp, &s.public_url, name);
             resp
         }
-        _ => {
-            // The raw path was validated whole, so it can be forwarded as is.
-            let mut resp = forward::relay(&req, &up.pulp, &shared.config.pulp, &path).await;
-            // Only tags/list pages; any other Link would name Pulp.
-            resp.headers_mut().remove(header::LINK);
-            resp
+        Route::Manifest { name, reference } => {
+            relay_content(&req, &shared, &up, &format!("/v2/{name}/manifests/{reference}")).await
         }
+        Route::Blob { name, digest } => relay_content(&req, &shared, &up, &format!("/v2/{name}/blobs/{digest}")).await,
+        _ => errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route"),
     }
+}
+
+/// A manifest or blob read, for the path rebuilt from its validated parts (a
+/// trailing slash the route tolerates does not reach Pulp).
+async fn relay_content(req: &HttpRequest, shared: &Shared, up: &Upstreams, target: &str) -> HttpResponse {
+    let mut resp = forward::relay(req, &up.pulp, &shared.config.pulp, target).await;
+    // Only tags/list pages; any other Link would name Pulp.
+    resp.headers_mut().remove(header::LINK);
+    resp
 }
 
 /// Most of a refused push body read before answering, and for how long.

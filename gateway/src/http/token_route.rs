@@ -76,8 +76,11 @@ pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
         Err(e) => return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string()),
     };
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let account =
-        query::first(&pairs, "account").filter(|a| !a.is_empty()).map(str::to_owned).or_else(|| basic_login(authorization.as_deref()));
+    // Central issues the token to whoever the credentials authenticate: that is
+    // the user it is stored and refreshed for. `account` is only what the client
+    // claims (flatpak sends none), passed on to central as Katello expects it.
+    let login = basic_login(authorization.as_deref());
+    let account = query::first(&pairs, "account").filter(|a| !a.is_empty()).map(str::to_owned).or_else(|| login.clone());
     let mut central_query = form_urlencoded::Serializer::new(String::new());
     if let Some(a) = &account {
         central_query.append_pair("account", a);
@@ -119,7 +122,7 @@ pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
         Err(why) => return malformed(why),
     };
     let digest = hex::encode(Sha256::digest(token.as_bytes()));
-    match &account {
+    match &login {
         Some(login) if expires_at > SystemTime::now() => {
             // The store writes its file: keep that off the worker thread.
             let (store, digest, login) = (Arc::clone(&shared), digest.clone(), login.clone());
@@ -129,9 +132,9 @@ pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
             }
         }
         Some(_) => tracing::debug!("central issued an already expired token; not stored"),
-        None => tracing::debug!("token issued without a known account; it will be validated with central on use"),
+        None => tracing::debug!("token issued without Basic credentials; it will be validated with central on use"),
     }
-    if let (Some(auth), Some(login)) = (authorization.as_deref(), account.as_deref()) {
+    if let (Some(auth), Some(login)) = (authorization.as_deref(), login.as_deref()) {
         refresh_user(&shared, &up, auth, login).await;
     }
     reply

@@ -32,6 +32,11 @@ pub const fn vtable<P: AuthPlugin>() -> CgAuthPluginV1 {
 /// Use it once, in a crate built with `crate-type = ["cdylib"]` (plus `"rlib"`
 /// if tests or benchmarks call the plugin's logic directly). Every exported
 /// function catches panics; the workspace must keep `panic = "unwind"`.
+///
+/// The symbol has one fixed name, and rustc keeps every `#[no_mangle]` symbol
+/// of each rlib a binary uses: one binary can use the rlib of at most one
+/// plugin crate (two fail to link with "duplicate symbol"). Tests that need
+/// several plugins load their shared objects instead.
 #[macro_export]
 macro_rules! export_auth_plugin {
     ($plugin:ty) => {

@@ -44,7 +44,9 @@ fn unshare_args() -> Result<&'static [&'static str], String> {
     static ARGS: OnceLock<Result<&'static [&'static str], String>> = OnceLock::new();
     ARGS.get_or_init(|| {
         if !Path::new(SYSTEM_BUNDLE).is_file() {
-            return Err(format!("{SYSTEM_BUNDLE} is missing (install ca-certificates)"));
+            return Err(format!(
+                "{SYSTEM_BUNDLE} is missing (install ca-certificates)"
+            ));
         }
         let probe_dir = tempfile::Builder::new()
             .prefix("cg-e2e-ns-")
@@ -188,7 +190,9 @@ impl FlatpakEnv {
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let body = serde_json::json!({"auths": {registry_host: {"auth": auth}}});
         write(
-            &self.var_path("XDG_RUNTIME_DIR").join("containers/auth.json"),
+            &self
+                .var_path("XDG_RUNTIME_DIR")
+                .join("containers/auth.json"),
             serde_json::to_vec_pretty(&body).expect("auth.json"),
         )
     }
@@ -227,7 +231,9 @@ impl FlatpakEnv {
     /// bus in the process tree: it is found by the bus address in its
     /// environment (`DBUS_STARTER_ADDRESS`), which names this environment's socket.
     pub fn stop(&mut self) {
-        let Some(mut bus) = self.bus.take() else { return };
+        let Some(mut bus) = self.bus.take() else {
+            return;
+        };
         let socket = self.dir.path().join("bus.sock");
         let mut pids = descendants(bus.id());
         for pid in activated_by(&socket) {
@@ -294,7 +300,11 @@ pub fn descendants(root: u32) -> Vec<u32> {
             let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
                 continue;
             };
-            if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            if let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+            {
                 parent_of.push((pid, ppid));
             }
         }

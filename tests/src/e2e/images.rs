@@ -96,11 +96,11 @@ fn build() -> Images {
     let hello_v2 = fp.app("org.test.Hello", HELLO_V2, "oci-hello-v2");
     let private_single = fp.app("org.test.Private", PRIVATE_OUTPUT, "oci-private-single");
     let private = wrap_in_index(&private_single, &dir.join("flatpak/oci-private"));
-    super::say(&format!(
+    eprintln!(
         "e2e: images built in {:.2} s under {}",
         started.elapsed().as_secs_f64(),
         dir.display()
-    ));
+    );
     Images {
         dir,
         tiny_a,
@@ -119,10 +119,11 @@ fn cache_dir() -> PathBuf {
     if let Ok(entries) = std::fs::read_dir(&base) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name.strip_prefix(prefix) {
-                if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
+            if let Some(pid) = name.strip_prefix(prefix)
+                && pid.parse::<u32>().is_ok()
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
@@ -139,7 +140,10 @@ fn write_blob(layout: &Path, bytes: &[u8]) -> String {
 }
 
 fn write_index_json(layout: &Path, media_type: &str, digest: &str, size: usize, reference: &str) {
-    write(layout.join("oci-layout").as_path(), r#"{"imageLayoutVersion":"1.0.0"}"#);
+    write(
+        layout.join("oci-layout").as_path(),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_INDEX,
@@ -183,10 +187,18 @@ fn write_layout(layout: &Path, images: &[Image], multi: bool) -> Layout {
             })).collect::<Vec<_>>(),
         });
         let bytes = serde_json::to_vec_pretty(&index).expect("image index");
-        (media::OCI_INDEX.to_owned(), write_blob(layout, &bytes), bytes.len())
+        (
+            media::OCI_INDEX.to_owned(),
+            write_blob(layout, &bytes),
+            bytes.len(),
+        )
     } else {
         let (b, d) = &children[0];
-        (b.manifest.media_type.clone(), d.clone(), b.manifest.bytes.len())
+        (
+            b.manifest.media_type.clone(),
+            d.clone(),
+            b.manifest.bytes.len(),
+        )
     };
     write_index_json(layout, &media_type, &digest, size, "latest");
     Layout {
@@ -254,7 +266,15 @@ struct Flatpak {
 impl Flatpak {
     fn new(root: &Path) -> Flatpak {
         let root = mkdir(root);
-        for d in ["home", "state/user", "state/system", "state/config", "xdg/cache", "xdg/data", "xdg/config"] {
+        for d in [
+            "home",
+            "state/user",
+            "state/system",
+            "state/config",
+            "xdg/cache",
+            "xdg/data",
+            "xdg/config",
+        ] {
             mkdir(&root.join(d));
         }
         Flatpak { root }
@@ -302,15 +322,32 @@ impl Flatpak {
         mkdir(&b.join("files")); // without it: "Build directory ... not initialized"
         write(
             &b.join("metadata"),
-            format!("[Runtime]\nname={id}\nruntime={id}/x86_64/{branch}\nsdk={id}/x86_64/{branch}\n"),
+            format!(
+                "[Runtime]\nname={id}\nruntime={id}/x86_64/{branch}\nsdk={id}/x86_64/{branch}\n"
+            ),
         );
         let b = b.to_string_lossy().into_owned();
-        self.cmd(&["build-export", "--runtime", "--disable-sandbox", "repo", &b, branch])
-            .run()
-            .ok();
-        self.cmd(&["build-bundle", "--oci", "--runtime", "repo", out, id, branch])
-            .run()
-            .ok();
+        self.cmd(&[
+            "build-export",
+            "--runtime",
+            "--disable-sandbox",
+            "repo",
+            &b,
+            branch,
+        ])
+        .run()
+        .ok();
+        self.cmd(&[
+            "build-bundle",
+            "--oci",
+            "--runtime",
+            "repo",
+            out,
+            id,
+            branch,
+        ])
+        .run()
+        .ok();
         self.read_layout(out)
     }
 
@@ -340,12 +377,21 @@ impl Flatpak {
         write(&b.join("files/payload.bin"), payload(200_000, out));
         let bs = b.to_string_lossy().into_owned();
         // build-finish before any export exists ("already finalized" otherwise).
-        self.cmd(&["build-finish", &bs, "--share=network"]).run().ok();
-        // A non-ASCII subject, as in the field: the index must carry it as raw UTF-8.
-        let subject = format!("--subject={id} – ünïcödé ✓");
-        self.cmd(&["build-export", "--disable-sandbox", &subject, "repo", &bs, "stable"])
+        self.cmd(&["build-finish", &bs, "--share=network"])
             .run()
             .ok();
+        // A non-ASCII subject, as in the field: the index must carry it as raw UTF-8.
+        let subject = format!("--subject={id} – ünïcödé ✓");
+        self.cmd(&[
+            "build-export",
+            "--disable-sandbox",
+            &subject,
+            "repo",
+            &bs,
+            "stable",
+        ])
+        .run()
+        .ok();
         self.cmd(&["build-bundle", "--oci", "repo", out, id, "stable"])
             .run()
             .ok();

@@ -11,8 +11,8 @@
 //! let out = tools.skopeo(&["inspect", "--cert-dir"]).run();
 //! ```
 //!
-//! * [`ready`]: checks the tools (`skopeo`, `podman`, `flatpak`, `docker-registry`,
-//!   `ostree`, `dbus-daemon`, `gcc`, `unshare`) and, for flatpak, that a private mount
+//! * [`ready`]: checks the tools ([`ALL_TOOLS`]: `skopeo`, `podman`, `flatpak`,
+//!   `docker-registry`, `ostree`, `dbus-daemon`, `gcc`, `unshare`, `curl`) and, for flatpak, that a private mount
 //!   namespace can be made (the test CA is bind-mounted over the system bundle there).
 //!   When something is missing it writes `SKIPPED: ...` straight to stderr (visible
 //!   even under the test harness' capture) and returns false; with
@@ -38,32 +38,17 @@ use std::time::{Duration, Instant};
 /// Set to `1` to turn a skip into a failure (CI sets it).
 pub const REQUIRE_ENV: &str = "CG_REQUIRE_E2E";
 
-/// What a test needs beyond the registry.
+/// What a test drives. Every test needs every tool of [`ALL_TOOLS`] (the
+/// shared images are built with flatpak and gcc); flatpak tests also need a
+/// private mount namespace for the CA bundle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Needs {
+    /// The upstream and curl only.
+    Registry,
     /// skopeo and podman.
     Containers,
-    /// flatpak, ostree, dbus-daemon, gcc and a private mount namespace.
+    /// The flatpak client, its session bus and the CA namespace.
     Flatpak,
-    /// Only docker-registry and skopeo (to push), and curl.
-    Registry,
-}
-
-fn tools_for(needs: Needs) -> &'static [&'static str] {
-    match needs {
-        Needs::Registry => &["docker-registry", "skopeo", "curl"],
-        Needs::Containers => &["docker-registry", "skopeo", "podman", "curl"],
-        Needs::Flatpak => &[
-            "docker-registry",
-            "skopeo",
-            "flatpak",
-            "ostree",
-            "dbus-daemon",
-            "gcc",
-            "unshare",
-            "curl",
-        ],
-    }
 }
 
 /// Every tool the suite uses.
@@ -91,9 +76,9 @@ pub fn which(program: &str) -> Option<PathBuf> {
         })
 }
 
-/// The tools of `needs` that are not on `PATH`.
-pub fn missing(needs: Needs) -> Vec<&'static str> {
-    tools_for(needs)
+/// The tools of [`ALL_TOOLS`] that are not on `PATH`.
+pub fn missing() -> Vec<&'static str> {
+    ALL_TOOLS
         .iter()
         .copied()
         .filter(|t| which(t).is_none())
@@ -115,20 +100,21 @@ pub fn say(line: &str) {
 /// `CG_REQUIRE_E2E=1`).
 pub fn ready(test: &str, needs: Needs) -> bool {
     let mut why = Vec::new();
-    let gone = missing(needs);
+    let gone = missing();
     if !gone.is_empty() {
         why.push(format!("not on PATH: {}", gone.join(", ")));
     }
-    if needs == Needs::Flatpak && gone.is_empty() {
-        if let Err(e) = flatpak::ca_namespace_works() {
-            why.push(e);
-        }
+    if needs == Needs::Flatpak
+        && gone.is_empty()
+        && let Err(e) = flatpak::ca_namespace_works()
+    {
+        why.push(e);
     }
     if why.is_empty() {
         return true;
     }
     let msg = format!(
-        "SKIPPED: {test}: {} (Debian: apt-get install skopeo podman flatpak docker-registry ostree dbus gcc libc6-dev; set {REQUIRE_ENV}=1 to fail instead)",
+        "SKIPPED: {test}: {} (Debian: apt-get install skopeo podman flatpak docker-registry ostree dbus gcc libc6-dev curl; set {REQUIRE_ENV}=1 to fail instead)",
         why.join("; ")
     );
     if required() {
@@ -256,7 +242,8 @@ impl Cmd {
 
     /// Set a variable (the environment is otherwise empty but for `PATH`).
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
-        self.env.push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self.env
+            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
         self
     }
 
@@ -388,7 +375,9 @@ impl Cmd {
         eprintln!(
             "e2e: $ {} -> {}{} ({:.2} s)",
             outcome.line,
-            outcome.code.map_or("signal".to_owned(), |c| format!("exit {c}")),
+            outcome
+                .code
+                .map_or("signal".to_owned(), |c| format!("exit {c}")),
             if timed_out { ", TIMED OUT" } else { "" },
             elapsed.as_secs_f64()
         );

@@ -109,13 +109,13 @@ impl Stack {
         gateway.push_repository_list(&REPOSITORIES);
         gateway.push_hosts(&[HOST_A, HOST_B]);
         gateway.push_host_mapping(&[(HOST_A, &HOST_A_REPOS), (HOST_B, &HOST_B_REPOS)]);
-        super::say(&format!(
+        eprintln!(
             "e2e: stack up in {:.2} s: gateway {}, upstream {} (docker-registry {})",
             started.elapsed().as_secs_f64(),
             gateway.url(),
             upstream.url(),
             upstream.registry().url()
-        ));
+        );
         Stack {
             pki,
             upstream,
@@ -170,7 +170,10 @@ impl Pusher {
             &dir.join("policy.json"),
             r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
         );
-        write(&dir.join("registries.conf"), "unqualified-search-registries = []\n");
+        write(
+            &dir.join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        );
         mkdir(&dir.join("home"));
         mkdir(&dir.join("tmp"));
         Pusher { dir }
@@ -189,7 +192,10 @@ impl Pusher {
             .env("HOME", self.dir.join("home"))
             .env("TMPDIR", self.dir.join("tmp"))
             .env("REGISTRY_AUTH_FILE", self.dir.join("auth.json"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
+            .env(
+                "CONTAINERS_REGISTRIES_CONF",
+                self.dir.join("registries.conf"),
+            )
             .timeout(Duration::from_secs(120))
             .run()
             .ok();
@@ -226,7 +232,10 @@ impl ContainerTools {
             &d.join("home/.config/containers/policy.json"),
             r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
         );
-        write(&d.join("registries.conf"), "unqualified-search-registries = []\n");
+        write(
+            &d.join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        );
         write(
             &d.join("containers.conf"),
             format!(
@@ -301,6 +310,11 @@ impl ContainerTools {
     /// `docker://` + [`ContainerTools::image`].
     pub fn docker(&self, repo: &str, tag: &str) -> String {
         format!("docker://{}", self.image(repo, tag))
+    }
+
+    /// `docker://127.0.0.1:<gateway port>/<repo>` (no tag: `skopeo list-tags`).
+    pub fn docker_repo(&self, repo: &str) -> String {
+        format!("docker://{}/{repo}", self.registry)
     }
 
     /// The registry name (`127.0.0.1:<port>`).
