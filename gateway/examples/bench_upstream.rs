@@ -15,10 +15,14 @@ fn main() -> std::io::Result<()> {
     let repos: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let state_dir = args.next().unwrap_or_else(|| ".".into());
     let body = web::Bytes::from(synth::index(&synth::Spec::new(repos)));
-    let names: serde_json::Map<String, serde_json::Value> =
-        (0..repos).map(|i| (synth::repo_name(i), serde_json::Value::Bool(false))).collect();
+    let names: serde_json::Map<String, serde_json::Value> = (0..repos)
+        .map(|i| (synth::repo_name(i), serde_json::Value::Bool(false)))
+        .collect();
     let state = serde_json::json!({"version": 1, "repositories": names});
-    std::fs::write(format!("{state_dir}/state.json"), serde_json::to_vec(&state)?)?;
+    std::fs::write(
+        format!("{state_dir}/state.json"),
+        serde_json::to_vec(&state)?,
+    )?;
     std::fs::write(format!("{state_dir}/index.json"), &body)?;
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
@@ -27,7 +31,11 @@ fn main() -> std::io::Result<()> {
                 "/pulpcore_registry/index/{kind}",
                 web::get().to(move || {
                     let body = body.clone();
-                    async move { HttpResponse::Ok().content_type("application/json").body(body) }
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(body)
+                    }
                 }),
             )
         })

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "container-gateway", version, about = "Per-client gateway for Katello smart proxies: filters Pulp's Flatpak index and guards the container registry")]
+#[command(
+    name = "container-gateway",
+    version,
+    about = "Per-client gateway for Katello smart proxies: filters Pulp's Flatpak index and guards the container registry"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

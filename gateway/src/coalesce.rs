@@ -22,7 +22,10 @@ pub struct Coalescer<K, V> {
 
 impl<K, V> Default for Coalescer<K, V> {
     fn default() -> Self {
-        Self { inflight: Mutex::new(HashMap::new()), waits: AtomicU64::new(0) }
+        Self {
+            inflight: Mutex::new(HashMap::new()),
+            waits: AtomicU64::new(0),
+        }
     }
 }
 
@@ -68,9 +71,14 @@ impl<K: Eq + Hash + Clone, V: Clone> Coalescer<K, V> {
             };
             match role {
                 Role::Leader(tx) => {
-                    let cleanup = Cleanup { map: &self.inflight, key: Some(key.clone()) };
+                    let cleanup = Cleanup {
+                        map: &self.inflight,
+                        key: Some(key.clone()),
+                    };
                     // A follower never gives up its closure before becoming leader.
-                    let Some(call) = call.take() else { unreachable_leader() };
+                    let Some(call) = call.take() else {
+                        unreachable_leader()
+                    };
                     let value = call().await;
                     let _ = tx.send(Some(value.clone()));
                     drop(cleanup);
@@ -156,7 +164,8 @@ mod tests {
                 });
                 tokio::task::yield_now().await;
                 let c2 = c.clone();
-                let follower = tokio::task::spawn_local(async move { c2.run(1, || async { 2 }).await });
+                let follower =
+                    tokio::task::spawn_local(async move { c2.run(1, || async { 2 }).await });
                 tokio::task::yield_now().await;
                 leader.abort();
                 assert_eq!(follower.await.unwrap(), 2);

@@ -10,7 +10,14 @@ fn main() {
         Command::CheckConfig { config } => run::check_config(&config),
         Command::Demo { port, plugins_dir } => demo::run(port, plugins_dir),
         Command::ImportSettings(args) => container_gateway::import::run(&args),
-        Command::Explain { config, host, user, anonymous: _, json, arch } => {
+        Command::Explain {
+            config,
+            host,
+            user,
+            anonymous: _,
+            json,
+            arch,
+        } => {
             let who = match (host, user) {
                 (Some(h), _) => Who::Host(h),
                 (None, Some(u)) => Who::User(u),

@@ -10,8 +10,14 @@ const BOTH: &str = "6a1b2c3d-0000-4000-8000-00000000000b";
 fn env() -> TestEnv {
     TestEnv::builder()
         .pulp(|p| {
-            p.repo(FakeRepo::new("org/flatpak/app").image("latest", Image::flatpak_app("org.test.App")))
-                .repo(FakeRepo::new("org/flatpak/platform").image("latest", Image::flatpak_runtime("org.test.Platform", "1")))
+            p.repo(
+                FakeRepo::new("org/flatpak/app")
+                    .image("latest", Image::flatpak_app("org.test.App")),
+            )
+            .repo(
+                FakeRepo::new("org/flatpak/platform")
+                    .image("latest", Image::flatpak_runtime("org.test.Platform", "1")),
+            )
         })
         .gateway(|g| g.admin_listener(true))
         .repositories(&[("org/flatpak/app", true), ("org/flatpak/platform", true)])
@@ -23,23 +29,41 @@ fn env() -> TestEnv {
 #[test]
 fn explain_names_the_missing_runtime_and_where_it_lives() {
     let env = env();
-    let e = explain(&env.gateway.config_path(), Who::Host(APP_ONLY.into()), "amd64").expect("explained");
+    let e = explain(
+        &env.gateway.config_path(),
+        Who::Host(APP_ONLY.into()),
+        "amd64",
+    )
+    .expect("explained");
     assert_eq!(e.identity, format!("host:{APP_ONLY}"));
     assert!(e.source.contains("pushed"), "{}", e.source);
     let names: Vec<&str> = e.repositories.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, vec!["org/flatpak/app"]);
     let index = e.index.as_ref().expect("the index was examined");
     assert_eq!(index.refs.len(), 1, "{:?}", index.refs);
-    let runtime: Vec<_> = index.missing.iter().filter(|m| m.kind == "runtime").collect();
+    let runtime: Vec<_> = index
+        .missing
+        .iter()
+        .filter(|m| m.kind == "runtime")
+        .collect();
     assert_eq!(runtime.len(), 1, "{:?}", index.missing);
     assert_eq!(runtime[0].needs, "runtime/org.test.Platform/x86_64/1");
     assert_eq!(runtime[0].held_by, vec!["org/flatpak/platform".to_owned()]);
-    assert!(e.render().contains("held by org/flatpak/platform"), "{}", e.render());
+    assert!(
+        e.render().contains("held by org/flatpak/platform"),
+        "{}",
+        e.render()
+    );
 
-    let e = explain(&env.gateway.config_path(), Who::Host(BOTH.into()), "amd64").expect("explained");
+    let e =
+        explain(&env.gateway.config_path(), Who::Host(BOTH.into()), "amd64").expect("explained");
     let index = e.index.as_ref().expect("the index was examined");
     assert_eq!(index.refs.len(), 2);
-    assert!(index.missing.is_empty(), "nothing to flag: {:?}", index.missing);
+    assert!(
+        index.missing.is_empty(),
+        "nothing to flag: {:?}",
+        index.missing
+    );
 
     let e = explain(&env.gateway.config_path(), Who::Anonymous, "amd64").expect("explained");
     assert!(e.repositories.is_empty());
@@ -56,9 +80,16 @@ fn the_missing_runtime_warning_is_counted_once_per_host_and_index_version() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let other = env.curl_as(&env.host_cert(BOTH));
-    assert_eq!(other.get(&format!("/index/static?{FLATPAK_INDEX_QUERY}")).status, 200);
+    assert_eq!(
+        other
+            .get(&format!("/index/static?{FLATPAK_INDEX_QUERY}"))
+            .status,
+        200
+    );
     let admin = env.gateway.admin_url().expect("admin listener");
-    let metrics = gateway_tests::client::Curl::new(&admin).get("/metrics").text();
+    let metrics = gateway_tests::client::Curl::new(&admin)
+        .get("/metrics")
+        .text();
     let line = metrics
         .lines()
         .find(|l| l.starts_with("index_apps_missing_runtime"))

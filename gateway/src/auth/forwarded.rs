@@ -10,7 +10,11 @@ use base64::Engine;
 /// Header names a trusted frontend may use, in order of preference. The
 /// Katello installer's vhost sets `X_RHSM_SSL_CLIENT_CERT` with underscores
 /// (Rack reads `-` and `_` alike), so that spelling counts too.
-pub const HEADER_NAMES: [&str; 3] = ["x-rhsm-ssl-client-cert", "x_rhsm_ssl_client_cert", "ssl_client_cert"];
+pub const HEADER_NAMES: [&str; 3] = [
+    "x-rhsm-ssl-client-cert",
+    "x_rhsm_ssl_client_cert",
+    "ssl_client_cert",
+];
 
 /// Largest header value considered: an SCA certificate is 3-4 KB of PEM; a chain
 /// of a few of them still fits.
@@ -84,20 +88,30 @@ mod tests {
 
     #[test]
     fn plain_pem_decodes() {
-        assert_eq!(decode(PEM.as_bytes()), Ok(Some(vec![0, 1, 2, 3, 4, 5, 6, 7, 8])));
+        assert_eq!(
+            decode(PEM.as_bytes()),
+            Ok(Some(vec![0, 1, 2, 3, 4, 5, 6, 7, 8]))
+        );
     }
 
     #[test]
     fn newlines_turned_into_spaces_decode() {
         let spaced = PEM.replace('\n', " ");
-        assert_eq!(decode(spaced.as_bytes()), Ok(Some(vec![0, 1, 2, 3, 4, 5, 6, 7, 8])));
+        assert_eq!(
+            decode(spaced.as_bytes()),
+            Ok(Some(vec![0, 1, 2, 3, 4, 5, 6, 7, 8]))
+        );
     }
 
     #[test]
     fn url_escaped_pem_decodes() {
         let escaped: String =
-            percent_encoding::utf8_percent_encode(PEM, percent_encoding::NON_ALPHANUMERIC).collect();
-        assert_eq!(decode(escaped.as_bytes()), Ok(Some(vec![0, 1, 2, 3, 4, 5, 6, 7, 8])));
+            percent_encoding::utf8_percent_encode(PEM, percent_encoding::NON_ALPHANUMERIC)
+                .collect();
+        assert_eq!(
+            decode(escaped.as_bytes()),
+            Ok(Some(vec![0, 1, 2, 3, 4, 5, 6, 7, 8]))
+        );
     }
 
     #[test]
@@ -112,6 +126,9 @@ mod tests {
             Err(ForwardedCertError::NoPem)
         );
         assert_eq!(decode(b"%ff%fe"), Err(ForwardedCertError::BadEscape));
-        assert_eq!(decode(&vec![b'a'; MAX_HEADER_LEN + 1]), Err(ForwardedCertError::TooLong));
+        assert_eq!(
+            decode(&vec![b'a'; MAX_HEADER_LEN + 1]),
+            Err(ForwardedCertError::TooLong)
+        );
     }
 }

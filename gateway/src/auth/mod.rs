@@ -79,13 +79,24 @@ mod tests {
     }
 
     fn chain(items: Vec<Fixed>) -> AuthChain {
-        AuthChain::new(items.into_iter().map(|f| Arc::new(f) as Arc<dyn Authenticator>).collect())
+        AuthChain::new(
+            items
+                .into_iter()
+                .map(|f| Arc::new(f) as Arc<dyn Authenticator>)
+                .collect(),
+        )
     }
 
     #[test]
     fn all_abstain_is_anonymous() {
-        let c = chain(vec![Fixed("a", Ok(AuthDecision::Abstain)), Fixed("b", Ok(AuthDecision::Abstain))]);
-        assert_eq!(c.resolve(&AuthFacts::default()).unwrap(), Resolved::Identity(Identity::Anonymous));
+        let c = chain(vec![
+            Fixed("a", Ok(AuthDecision::Abstain)),
+            Fixed("b", Ok(AuthDecision::Abstain)),
+        ]);
+        assert_eq!(
+            c.resolve(&AuthFacts::default()).unwrap(),
+            Resolved::Identity(Identity::Anonymous)
+        );
     }
 
     #[test]
@@ -95,7 +106,10 @@ mod tests {
             Fixed("b", Ok(AuthDecision::Allow(Identity::Host("u1".into())))),
             Fixed("c", Ok(AuthDecision::Deny("no".into()))),
         ]);
-        assert_eq!(c.resolve(&AuthFacts::default()).unwrap(), Resolved::Identity(Identity::Host("u1".into())));
+        assert_eq!(
+            c.resolve(&AuthFacts::default()).unwrap(),
+            Resolved::Identity(Identity::Host("u1".into()))
+        );
     }
 
     #[test]
@@ -104,16 +118,25 @@ mod tests {
             Fixed("a", Ok(AuthDecision::Deny("expired".into()))),
             Fixed("b", Ok(AuthDecision::Allow(Identity::Host("u1".into())))),
         ]);
-        assert!(matches!(c.resolve(&AuthFacts::default()), Err(AuthFailure::Rejected { .. })));
+        assert!(matches!(
+            c.resolve(&AuthFacts::default()),
+            Err(AuthFailure::Rejected { .. })
+        ));
     }
 
     #[test]
     fn backend_error_fails_closed() {
-        let err = BackendError { backend: "a".into(), message: "panicked".into() };
+        let err = BackendError {
+            backend: "a".into(),
+            message: "panicked".into(),
+        };
         let c = chain(vec![
             Fixed("a", Err(err)),
             Fixed("b", Ok(AuthDecision::Allow(Identity::Host("u1".into())))),
         ]);
-        assert!(matches!(c.resolve(&AuthFacts::default()), Err(AuthFailure::Unavailable(_))));
+        assert!(matches!(
+            c.resolve(&AuthFacts::default()),
+            Err(AuthFailure::Unavailable(_))
+        ));
     }
 }

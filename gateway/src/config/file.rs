@@ -118,7 +118,12 @@ pub struct CacheFile {
 
 impl Default for CacheFile {
     fn default() -> Self {
-        Self { ttl_secs: 300, stale_if_error_secs: 3600, max_identities: 1_000_000, negative_ttl_secs: 5 }
+        Self {
+            ttl_secs: 300,
+            stale_if_error_secs: 3600,
+            max_identities: 1_000_000,
+            negative_ttl_secs: 5,
+        }
     }
 }
 
@@ -130,7 +135,9 @@ pub struct ManagementFile {
 
 impl Default for ManagementFile {
     fn default() -> Self {
-        Self { allowed_cns: vec!["katello.example.com".into()] }
+        Self {
+            allowed_cns: vec!["katello.example.com".into()],
+        }
     }
 }
 
@@ -142,7 +149,9 @@ pub struct StateFile {
 
 impl Default for StateFile {
     fn default() -> Self {
-        Self { dir: "/var/lib/container-gateway".into() }
+        Self {
+            dir: "/var/lib/container-gateway".into(),
+        }
     }
 }
 
@@ -180,7 +189,9 @@ pub struct AdminFile {
 
 impl Default for AdminFile {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9464".into() }
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
     }
 }
 
@@ -193,6 +204,8 @@ pub struct LogFile {
 
 impl Default for LogFile {
     fn default() -> Self {
-        Self { filter: "info".into() }
+        Self {
+            filter: "info".into(),
+        }
     }
 }

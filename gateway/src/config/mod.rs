@@ -48,7 +48,10 @@ impl std::error::Error for Problems {}
 
 impl Problems {
     pub fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Problems(vec![Problem { key: key.into(), message: message.into() }])
+        Problems(vec![Problem {
+            key: key.into(),
+            message: message.into(),
+        }])
     }
 }
 
@@ -80,7 +83,11 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     pub fn is_trusted_frontend(&self, peer: Option<SocketAddr>) -> bool {
-        peer.is_some_and(|p| self.trusted_frontends.iter().any(|net| net.contains(&p.ip())))
+        peer.is_some_and(|p| {
+            self.trusted_frontends
+                .iter()
+                .any(|net| net.contains(&p.ip()))
+        })
     }
 }
 
@@ -200,10 +207,15 @@ fn unknown_key_path(text: &str, err: &toml::de::Error) -> Option<String> {
         .rev()
         .find_map(|l| {
             let l = l.trim();
-            (l.starts_with('[') && l.ends_with(']')).then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+            (l.starts_with('[') && l.ends_with(']'))
+                .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
         })
         .unwrap_or_default();
-    Some(if table.is_empty() { key } else { format!("{table}.{key}") })
+    Some(if table.is_empty() {
+        key
+    } else {
+        format!("{table}.{key}")
+    })
 }
 
 struct Checker {
@@ -212,7 +224,10 @@ struct Checker {
 
 impl Checker {
     fn add(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem { key: key.to_owned(), message: message.into() });
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            message: message.into(),
+        });
     }
 
     fn addrs(&mut self, key: &str, values: &[String]) -> Vec<SocketAddr> {
@@ -221,7 +236,12 @@ impl Checker {
             .filter_map(|v| match v.parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {
-                    self.add(key, format!("{v:?} is not an address:port (e.g. \"0.0.0.0:8443\" or \"[::1]:8443\")"));
+                    self.add(
+                        key,
+                        format!(
+                            "{v:?} is not an address:port (e.g. \"0.0.0.0:8443\" or \"[::1]:8443\")"
+                        ),
+                    );
                     None
                 }
             })
@@ -229,7 +249,10 @@ impl Checker {
     }
 
     fn readable(&mut self, key: &str, value: &str) -> PathBuf {
-        let p = match credentials::expand(value, std::env::var_os("CREDENTIALS_DIRECTORY").as_deref()) {
+        let p = match credentials::expand(
+            value,
+            std::env::var_os("CREDENTIALS_DIRECTORY").as_deref(),
+        ) {
             Ok(p) => p,
             Err(e) => {
                 self.add(key, e);
@@ -254,8 +277,14 @@ impl Checker {
     /// `http(s)://authority[/path]` without a trailing slash.
     fn url(&mut self, key: &str, value: &str, allow_path: bool) -> String {
         let trimmed = value.trim_end_matches('/');
-        let Some(rest) = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://")) else {
-            self.add(key, format!("{value:?} must start with https:// or http://"));
+        let Some(rest) = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"))
+        else {
+            self.add(
+                key,
+                format!("{value:?} must start with https:// or http://"),
+            );
             return trimmed.to_owned();
         };
         let authority = rest.split('/').next().unwrap_or_default();
@@ -263,14 +292,27 @@ impl Checker {
             self.add(key, format!("{value:?} has no valid host"));
         }
         if !allow_path && rest.len() > authority.len() {
-            self.add(key, format!("{value:?} must be scheme://host[:port] with no path"));
+            self.add(
+                key,
+                format!("{value:?} must be scheme://host[:port] with no path"),
+            );
         }
         trimmed.to_owned()
     }
 
-    fn upstream_tls(&mut self, table: &str, url: &str, ca: &str, cert: &str, key: &str) -> UpstreamTls {
+    fn upstream_tls(
+        &mut self,
+        table: &str,
+        url: &str,
+        ca: &str,
+        cert: &str,
+        key: &str,
+    ) -> UpstreamTls {
         if !url.starts_with("https://") {
-            return UpstreamTls { ca: None, client_cert: None };
+            return UpstreamTls {
+                ca: None,
+                client_cert: None,
+            };
         }
         let ca = (!ca.is_empty()).then(|| self.readable(&format!("{table}.ssl_ca"), ca));
         let client_cert = match (cert.is_empty(), key.is_empty()) {
@@ -289,7 +331,10 @@ impl Checker {
             }
         };
         if ca.is_none() {
-            self.add(&format!("{table}.ssl_ca"), "must name the CA bundle for an https:// upstream");
+            self.add(
+                &format!("{table}.ssl_ca"),
+                "must name the CA bundle for an https:// upstream",
+            );
         }
         UpstreamTls { ca, client_cert }
     }
@@ -302,24 +347,39 @@ fn normalize_path(value: &str) -> Option<String> {
     }
     let ok = trimmed.starts_with('/')
         && trimmed[1..].split('/').all(|s| {
-            !s.is_empty() && s != "." && s != ".." && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
         });
     ok.then(|| trimmed.to_owned())
 }
 
 /// Check a parsed file, including that the files it names can be read.
 pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
-    let mut c = Checker { problems: Vec::new() };
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
 
     let listen = c.addrs("server.listen", &f.server.listen);
     let listen_plain = c.addrs("server.listen_plain", &f.server.listen_plain);
     if f.server.listen.is_empty() && f.server.listen_plain.is_empty() {
-        c.add("server.listen", "no listener: set server.listen (TLS) or server.listen_plain");
+        c.add(
+            "server.listen",
+            "no listener: set server.listen (TLS) or server.listen_plain",
+        );
     }
     let (tls_cert, tls_key) = if f.server.listen.is_empty() {
-        (PathBuf::from(&f.server.tls_cert), PathBuf::from(&f.server.tls_key))
+        (
+            PathBuf::from(&f.server.tls_cert),
+            PathBuf::from(&f.server.tls_key),
+        )
     } else {
-        (c.readable("server.tls_cert", &f.server.tls_cert), c.readable("server.tls_key", &f.server.tls_key))
+        (
+            c.readable("server.tls_cert", &f.server.tls_cert),
+            c.readable("server.tls_key", &f.server.tls_key),
+        )
     };
     let client_ca = c.readable("server.client_ca", &f.server.client_ca);
     let trusted_frontends = f
@@ -329,23 +389,48 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
         .filter_map(|v| {
             v.parse::<IpNet>()
                 .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| c.add("server.trusted_frontends", format!("{v:?} is not an address or CIDR network")))
+                .map_err(|_| {
+                    c.add(
+                        "server.trusted_frontends",
+                        format!("{v:?} is not an address or CIDR network"),
+                    )
+                })
                 .ok()
         })
         .collect();
     let public_url = c.url("server.public_url", &f.server.public_url, true);
-    let public_host = public_url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_default().to_owned();
-    let client_request_timeout = c.duration("server.client_request_timeout_secs", f.server.client_request_timeout_secs);
+    let public_host = public_url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let client_request_timeout = c.duration(
+        "server.client_request_timeout_secs",
+        f.server.client_request_timeout_secs,
+    );
     let shutdown_timeout = Duration::from_secs(f.server.shutdown_timeout_secs);
 
     let pulp_endpoint = c.url("pulp.endpoint", &f.pulp.endpoint, false);
     let registry_path = normalize_path(&f.pulp.registry_path).unwrap_or_else(|| {
-        c.add("pulp.registry_path", format!("{:?} must be empty or an absolute path like /pulpcore_registry", f.pulp.registry_path));
+        c.add(
+            "pulp.registry_path",
+            format!(
+                "{:?} must be empty or an absolute path like /pulpcore_registry",
+                f.pulp.registry_path
+            ),
+        );
         String::new()
     });
-    let client_endpoint =
-        (!f.pulp.client_endpoint.is_empty()).then(|| c.url("pulp.client_endpoint", &f.pulp.client_endpoint, false));
-    let pulp_tls = c.upstream_tls("pulp", &pulp_endpoint, &f.pulp.ssl_ca, &f.pulp.ssl_cert, &f.pulp.ssl_key);
+    let client_endpoint = (!f.pulp.client_endpoint.is_empty())
+        .then(|| c.url("pulp.client_endpoint", &f.pulp.client_endpoint, false));
+    let pulp_tls = c.upstream_tls(
+        "pulp",
+        &pulp_endpoint,
+        &f.pulp.ssl_ca,
+        &f.pulp.ssl_cert,
+        &f.pulp.ssl_key,
+    );
     let pulp_timeout = c.duration("pulp.timeout_secs", f.pulp.timeout_secs);
     let index_ttl = Duration::from_secs(f.pulp.index_ttl_secs);
 
@@ -353,17 +438,31 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
     let central_path = match normalize_path(&f.central.registry_path) {
         Some(p) => format!("{p}/"),
         None => {
-            c.add("central.registry_path", format!("{:?} must be an absolute path like /v2/", f.central.registry_path));
+            c.add(
+                "central.registry_path",
+                format!(
+                    "{:?} must be an absolute path like /v2/",
+                    f.central.registry_path
+                ),
+            );
             "/v2/".to_owned()
         }
     };
-    let central_tls =
-        c.upstream_tls("central", &central_url, &f.central.ssl_ca, &f.central.ssl_cert, &f.central.ssl_key);
+    let central_tls = c.upstream_tls(
+        "central",
+        &central_url,
+        &f.central.ssl_ca,
+        &f.central.ssl_cert,
+        &f.central.ssl_key,
+    );
     let central_timeout = c.duration("central.timeout_secs", f.central.timeout_secs);
 
     let ttl = c.duration("cache.ttl_secs", f.cache.ttl_secs);
     if f.cache.stale_if_error_secs < f.cache.ttl_secs {
-        c.add("cache.stale_if_error_secs", "must be at least cache.ttl_secs");
+        c.add(
+            "cache.stale_if_error_secs",
+            "must be at least cache.ttl_secs",
+        );
     }
     if f.cache.max_identities == 0 {
         c.add("cache.max_identities", "must be greater than 0");
@@ -386,12 +485,22 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
 
     let plugin_dir = PathBuf::from(&f.plugins.dir);
     if !f.plugins.chain.is_empty() && !plugin_dir.is_dir() {
-        c.add("plugins.dir", format!("{} is not a directory", f.plugins.dir));
+        c.add(
+            "plugins.dir",
+            format!("{} is not a directory", f.plugins.dir),
+        );
     }
     let mut seen = std::collections::BTreeSet::new();
     for name in &f.plugins.chain {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            c.add("plugins.chain", format!("{name:?} is not a plugin name (letters, digits, - and _)"));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            c.add(
+                "plugins.chain",
+                format!("{name:?} is not a plugin name (letters, digits, - and _)"),
+            );
         }
         if !seen.insert(name) {
             c.add("plugins.chain", format!("{name:?} is listed twice"));
@@ -399,7 +508,10 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
     }
     for name in f.plugins.settings.keys() {
         if !f.plugins.chain.contains(name) {
-            c.add(&format!("plugins.settings.{name}"), "names a plugin that is not in plugins.chain");
+            c.add(
+                &format!("plugins.settings.{name}"),
+                "names a plugin that is not in plugins.chain",
+            );
         }
     }
     if f.plugins.call_timeout_ms == 0 {
@@ -409,23 +521,37 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
         .plugins
         .settings
         .iter()
-        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            )
+        })
         .collect();
 
     let admin_listen = if f.admin.listen.is_empty() {
         None
     } else {
-        let a = c.addrs("admin.listen", std::slice::from_ref(&f.admin.listen)).into_iter().next();
+        let a = c
+            .addrs("admin.listen", std::slice::from_ref(&f.admin.listen))
+            .into_iter()
+            .next();
         if let Some(a) = a
             && !a.ip().is_loopback()
         {
-            c.add("admin.listen", format!("{a} is not a loopback address: the admin listener has no authentication"));
+            c.add(
+                "admin.listen",
+                format!("{a} is not a loopback address: the admin listener has no authentication"),
+            );
         }
         a
     };
 
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&f.log.filter) {
-        c.add("log.filter", format!("{:?} is not a valid filter: {e}", f.log.filter));
+        c.add(
+            "log.filter",
+            format!("{:?} is not a valid filter: {e}", f.log.filter),
+        );
     }
 
     if !c.problems.is_empty() {
@@ -454,7 +580,12 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
             timeout: pulp_timeout,
             index_ttl,
         },
-        central: CentralConfig { url: central_url, registry_path: central_path, tls: central_tls, timeout: central_timeout },
+        central: CentralConfig {
+            url: central_url,
+            registry_path: central_path,
+            tls: central_tls,
+            timeout: central_timeout,
+        },
         cache: CacheConfig {
             ttl,
             stale_if_error: Duration::from_secs(f.cache.stale_if_error_secs),

@@ -52,11 +52,26 @@ fn a_complete_file_validates_and_normalises() {
     let cfg = validate(Path::new("x"), &parse(&base(dir.path())).unwrap()).unwrap();
     assert_eq!(cfg.server.public_url, "https://gw.example.com");
     assert_eq!(cfg.server.public_host, "gw.example.com");
-    assert_eq!(cfg.pulp.registry_base(), "http://127.0.0.1:1/pulpcore_registry");
-    assert_eq!(cfg.central.endpoint("_catalog"), "http://127.0.0.1:2/v2/_catalog");
-    assert_eq!(cfg.plugins.library_path("rhsm-cert"), dir.path().join("plugins/librhsm_cert.so"));
-    assert!(cfg.server.is_trusted_frontend(Some("127.0.0.1:5".parse().unwrap())));
-    assert!(!cfg.server.is_trusted_frontend(Some("10.0.0.1:5".parse().unwrap())));
+    assert_eq!(
+        cfg.pulp.registry_base(),
+        "http://127.0.0.1:1/pulpcore_registry"
+    );
+    assert_eq!(
+        cfg.central.endpoint("_catalog"),
+        "http://127.0.0.1:2/v2/_catalog"
+    );
+    assert_eq!(
+        cfg.plugins.library_path("rhsm-cert"),
+        dir.path().join("plugins/librhsm_cert.so")
+    );
+    assert!(
+        cfg.server
+            .is_trusted_frontend(Some("127.0.0.1:5".parse().unwrap()))
+    );
+    assert!(
+        !cfg.server
+            .is_trusted_frontend(Some("10.0.0.1:5".parse().unwrap()))
+    );
     assert!(!cfg.server.is_trusted_frontend(None));
 }
 
@@ -71,7 +86,14 @@ fn every_problem_is_reported_with_its_key() {
     let text = text.replace("ca.pem\"", "missing.pem\"");
     let err = validate(Path::new("x"), &parse(&text).unwrap()).unwrap_err();
     let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
-    for key in ["server.listen", "server.public_url", "pulp.registry_path", "cache.ttl_secs", "admin.listen", "server.client_ca"] {
+    for key in [
+        "server.listen",
+        "server.public_url",
+        "pulp.registry_path",
+        "cache.ttl_secs",
+        "admin.listen",
+        "server.client_ca",
+    ] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
 }
@@ -85,5 +107,8 @@ fn https_upstreams_need_their_ca_and_a_whole_client_pair() {
     );
     let err = validate(Path::new("x"), &parse(&text).unwrap()).unwrap_err();
     let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
-    assert!(keys.contains(&"pulp.ssl_ca") && keys.contains(&"pulp.ssl_key"), "{keys:?}");
+    assert!(
+        keys.contains(&"pulp.ssl_ca") && keys.contains(&"pulp.ssl_key"),
+        "{keys:?}"
+    );
 }

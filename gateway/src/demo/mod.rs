@@ -20,7 +20,10 @@ const HOST_B: &str = "3f1e0d2c-7a8b-4e5f-9c6d-1a2b3c4d5e6f";
 const INDEX_QUERY: &str = "label:org.flatpak.ref:exists=1&architecture=amd64&os=linux&tag=latest";
 
 fn default_plugins_dir() -> Option<PathBuf> {
-    std::env::current_exe().ok()?.parent().map(Path::to_path_buf)
+    std::env::current_exe()
+        .ok()?
+        .parent()
+        .map(Path::to_path_buf)
 }
 
 pub fn run(port: u16, plugins_dir: Option<PathBuf>) -> i32 {
@@ -42,7 +45,9 @@ pub fn run(port: u16, plugins_dir: Option<PathBuf>) -> i32 {
 }
 
 async fn demo(port: u16, plugins_dir: &Path) -> Result<i32, Box<dyn std::error::Error>> {
-    let dir = tempfile::Builder::new().prefix("container-gateway-demo-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("container-gateway-demo-")
+        .tempdir()?;
     let base = dir.path();
     let state_dir = base.join("state");
     std::fs::create_dir_all(&state_dir)?;
@@ -54,7 +59,10 @@ async fn demo(port: u16, plugins_dir: &Path) -> Result<i32, Box<dyn std::error::
     let sample = Arc::new(Sample::new());
     let (pulp_addr, pulp) = upstreams::pulp(sample.clone())?;
     actix_web::rt::spawn(pulp);
-    let hosts = HashMap::from([(HOST_A.to_owned(), vec![EDITOR, TOOLS]), (HOST_B.to_owned(), vec![CHAT, TOOLS])]);
+    let hosts = HashMap::from([
+        (HOST_A.to_owned(), vec![EDITOR, TOOLS]),
+        (HOST_B.to_owned(), vec![CHAT, TOOLS]),
+    ]);
     let (central_addr, central) = upstreams::central(hosts, vec![PLATFORM])?;
     actix_web::rt::spawn(central);
 
@@ -90,8 +98,16 @@ listen = ""
         plugins = plugins_dir.display(),
     );
     // The public URL needs the bound port; bind first when a free one is asked for.
-    let port = if port == 0 { std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port() } else { port };
-    let toml = toml.replace("127.0.0.1:0\"]", &format!("127.0.0.1:{port}\"]")).replace("PORT", &port.to_string());
+    let port = if port == 0 {
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    } else {
+        port
+    };
+    let toml = toml
+        .replace("127.0.0.1:0\"]", &format!("127.0.0.1:{port}\"]"))
+        .replace("PORT", &port.to_string());
     let config_path = base.join("gateway.toml");
     std::fs::write(&config_path, &toml)?;
     let cfg = match config::load(&config_path) {
@@ -106,7 +122,10 @@ listen = ""
         Err(e) => {
             eprintln!("cannot start the gateway: {e}");
             if matches!(e, server::StartError::Config(_)) {
-                eprintln!("(the plugins are looked up in {}; build them with `cargo build --workspace`)", plugins_dir.display());
+                eprintln!(
+                    "(the plugins are looked up in {}; build them with `cargo build --workspace`)",
+                    plugins_dir.display()
+                );
             }
             return Ok(EXIT_CONFIG);
         }
@@ -114,14 +133,31 @@ listen = ""
     // What Katello would push during a smart proxy sync: the repository list.
     let pushed = running.shared.state.replace(|old| {
         let mut next = old.clone();
-        next.repositories = [(PLATFORM, false), (EDITOR, true), (CHAT, true), (TOOLS, true)]
-            .into_iter()
-            .map(|(n, auth)| (Arc::from(n), auth))
-            .collect();
+        next.repositories = [
+            (PLATFORM, false),
+            (EDITOR, true),
+            (CHAT, true),
+            (TOOLS, true),
+        ]
+        .into_iter()
+        .map(|(n, auth)| (Arc::from(n), auth))
+        .collect();
         next.hosts = [Arc::from(HOST_A), Arc::from(HOST_B)].into_iter().collect();
         next.host_mappings = HashMap::from([
-            (Arc::from(HOST_A), Mapping { repositories: RepoSet::new([EDITOR, TOOLS]), updated_at: SystemTime::now() }),
-            (Arc::from(HOST_B), Mapping { repositories: RepoSet::new([CHAT, TOOLS]), updated_at: SystemTime::now() }),
+            (
+                Arc::from(HOST_A),
+                Mapping {
+                    repositories: RepoSet::new([EDITOR, TOOLS]),
+                    updated_at: SystemTime::now(),
+                },
+            ),
+            (
+                Arc::from(HOST_B),
+                Mapping {
+                    repositories: RepoSet::new([CHAT, TOOLS]),
+                    updated_at: SystemTime::now(),
+                },
+            ),
         ]);
         Ok::<_, std::convert::Infallible>(next)
     });
@@ -132,22 +168,48 @@ listen = ""
 
     let url = format!("https://localhost:{port}");
     let ca = files.ca.display();
-    let cert = |h: &pki::HostFiles| format!("--cert {} --key {}", h.cert.display(), h.key.display());
-    println!("container-gateway demo is running (files in {}). Ctrl-C stops it.\n", base.display());
-    println!("Sample Pulp: http://{pulp_addr}/pulpcore_registry  Sample central: http://{central_addr}");
-    println!("Repositories: {PLATFORM} (public), {EDITOR} (host A), {CHAT} (host B), {TOOLS} (containers, A and B)\n");
+    let cert =
+        |h: &pki::HostFiles| format!("--cert {} --key {}", h.cert.display(), h.key.display());
+    println!(
+        "container-gateway demo is running (files in {}). Ctrl-C stops it.\n",
+        base.display()
+    );
+    println!(
+        "Sample Pulp: http://{pulp_addr}/pulpcore_registry  Sample central: http://{central_addr}"
+    );
+    println!(
+        "Repositories: {PLATFORM} (public), {EDITOR} (host A), {CHAT} (host B), {TOOLS} (containers, A and B)\n"
+    );
     println!("# Host A's Flatpak index: the platform and the editor");
-    println!("curl -s --cacert {ca} {} '{url}/index/static?{INDEX_QUERY}'\n", cert(&host_a));
+    println!(
+        "curl -s --cacert {ca} {} '{url}/index/static?{INDEX_QUERY}'\n",
+        cert(&host_a)
+    );
     println!("# Host B's Flatpak index: the platform and the chat app");
-    println!("curl -s --cacert {ca} {} '{url}/index/static?{INDEX_QUERY}'\n", cert(&host_b));
+    println!(
+        "curl -s --cacert {ca} {} '{url}/index/static?{INDEX_QUERY}'\n",
+        cert(&host_b)
+    );
     println!("# Anonymous: the public platform only");
     println!("curl -s --cacert {ca} '{url}/index/static?{INDEX_QUERY}'\n");
     println!("# Host A's catalog, and a manifest it may read");
-    println!("curl -s --cacert {ca} {} '{url}/v2/_catalog'", cert(&host_a));
-    let editor = sample.manifest(EDITOR, "latest").map(|i| i.manifest_digest.clone()).unwrap_or_default();
-    println!("curl -s --cacert {ca} {} '{url}/v2/{EDITOR}/manifests/{editor}'\n", cert(&host_a));
+    println!(
+        "curl -s --cacert {ca} {} '{url}/v2/_catalog'",
+        cert(&host_a)
+    );
+    let editor = sample
+        .manifest(EDITOR, "latest")
+        .map(|i| i.manifest_digest.clone())
+        .unwrap_or_default();
+    println!(
+        "curl -s --cacert {ca} {} '{url}/v2/{EDITOR}/manifests/{editor}'\n",
+        cert(&host_a)
+    );
     println!("# Host B asking for host A's editor: 404 NAME_UNKNOWN, as if it did not exist");
-    println!("curl -s --cacert {ca} {} '{url}/v2/{EDITOR}/manifests/latest'", cert(&host_b));
+    println!(
+        "curl -s --cacert {ca} {} '{url}/v2/{EDITOR}/manifests/latest'",
+        cert(&host_b)
+    );
 
     let handle = running.handle.clone();
     tokio::select! {

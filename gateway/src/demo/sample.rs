@@ -28,7 +28,11 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 fn flatpak_labels(kind: &str, id: &str, branch: &str, runtime: &str) -> serde_json::Value {
-    let section = if kind == "app" { "Application" } else { "Runtime" };
+    let section = if kind == "app" {
+        "Application"
+    } else {
+        "Runtime"
+    };
     json!({
         "org.flatpak.ref": format!("{kind}/{id}/x86_64/{branch}"),
         "org.flatpak.metadata": format!("[{section}]\nname={id}\nruntime={runtime}\nsdk={runtime}\n"),
@@ -42,9 +46,28 @@ impl Sample {
     pub fn new() -> Self {
         let runtime = "org.example.Platform/x86_64/1";
         let specs = [
-            (PLATFORM, Some(flatpak_labels("runtime", "org.example.Platform", "1", runtime))),
-            (EDITOR, Some(flatpak_labels("app", "org.example.Editor", "stable", runtime))),
-            (CHAT, Some(flatpak_labels("app", "org.example.Chat", "stable", runtime))),
+            (
+                PLATFORM,
+                Some(flatpak_labels(
+                    "runtime",
+                    "org.example.Platform",
+                    "1",
+                    runtime,
+                )),
+            ),
+            (
+                EDITOR,
+                Some(flatpak_labels(
+                    "app",
+                    "org.example.Editor",
+                    "stable",
+                    runtime,
+                )),
+            ),
+            (
+                CHAT,
+                Some(flatpak_labels("app", "org.example.Chat", "stable", runtime)),
+            ),
             (TOOLS, None),
         ];
         let mut blobs = HashMap::new();
@@ -67,7 +90,12 @@ impl Sample {
             .unwrap_or_default();
             blobs.insert(digest(&config), config);
             blobs.insert(digest(&layer), layer);
-            images.push(Image { repository, manifest_digest: digest(&manifest), manifest, labels });
+            images.push(Image {
+                repository,
+                manifest_digest: digest(&manifest),
+                manifest,
+                labels,
+            });
         }
         Sample { images, blobs }
     }
@@ -90,8 +118,8 @@ impl Sample {
     }
 
     pub fn manifest(&self, repository: &str, reference: &str) -> Option<&Image> {
-        self.images
-            .iter()
-            .find(|i| i.repository == repository && (reference == "latest" || reference == i.manifest_digest))
+        self.images.iter().find(|i| {
+            i.repository == repository && (reference == "latest" || reference == i.manifest_digest)
+        })
     }
 }

@@ -29,16 +29,27 @@ pub fn pulp(sample: Arc<Sample>) -> std::io::Result<(SocketAddr, actix_web::dev:
     Ok((addr, server))
 }
 
-async fn index(req: HttpRequest, sample: web::Data<Sample>, origin: web::Data<String>) -> HttpResponse {
+async fn index(
+    req: HttpRequest,
+    sample: web::Data<Sample>,
+    origin: web::Data<String>,
+) -> HttpResponse {
     let has_ref_filter = form_urlencoded::parse(req.query_string().as_bytes())
         .any(|(k, v)| k == "label:org.flatpak.ref:exists" && v == "1");
     if !has_ref_filter {
-        return HttpResponse::BadRequest().json(serde_json::json!({"detail": "Missing label:org.flatpak.ref:exists=1."}));
+        return HttpResponse::BadRequest()
+            .json(serde_json::json!({"detail": "Missing label:org.flatpak.ref:exists=1."}));
     }
-    HttpResponse::Ok().content_type("application/json").body(sample.index(origin.as_str()))
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(sample.index(origin.as_str()))
 }
 
-async fn v2(req: HttpRequest, sample: web::Data<Sample>, origin: web::Data<String>) -> HttpResponse {
+async fn v2(
+    req: HttpRequest,
+    sample: web::Data<Sample>,
+    origin: web::Data<String>,
+) -> HttpResponse {
     let path = req.path().trim_start_matches("/pulpcore_registry/v2/");
     if let Some((repository, reference)) = path.rsplit_once("/manifests/") {
         return match sample.manifest(repository, reference) {
@@ -53,11 +64,18 @@ async fn v2(req: HttpRequest, sample: web::Data<Sample>, origin: web::Data<Strin
     if let Some((repository, digest)) = path.rsplit_once("/blobs/") {
         if sample.blobs.contains_key(digest) {
             return HttpResponse::Found()
-                .insert_header((header::LOCATION, format!("{}/pulp/container/{repository}/blobs/{digest}?expires=0", origin.as_str())))
+                .insert_header((
+                    header::LOCATION,
+                    format!(
+                        "{}/pulp/container/{repository}/blobs/{digest}?expires=0",
+                        origin.as_str()
+                    ),
+                ))
                 .finish();
         }
-        return HttpResponse::NotFound()
-            .json(serde_json::json!({"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]}));
+        return HttpResponse::NotFound().json(
+            serde_json::json!({"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]}),
+        );
     }
     HttpResponse::NotFound().finish()
 }
@@ -74,7 +92,10 @@ async fn content(req: HttpRequest, sample: web::Data<Sample>) -> HttpResponse {
 }
 
 /// Katello's `GET /v2/_catalog`, answering per `HostUUID`.
-pub fn central(hosts: HashMap<String, Vec<&'static str>>, public: Vec<&'static str>) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
+pub fn central(
+    hosts: HashMap<String, Vec<&'static str>>,
+    public: Vec<&'static str>,
+) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let hosts = Arc::new(hosts);
@@ -88,7 +109,11 @@ pub fn central(hosts: HashMap<String, Vec<&'static str>>, public: Vec<&'static s
                 let hosts = hosts.clone();
                 let public = public.clone();
                 async move {
-                    let uuid = req.headers().get("HostUUID").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    let uuid = req
+                        .headers()
+                        .get("HostUUID")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
                     let mut repositories: Vec<&str> = public.to_vec();
                     if let Some(own) = hosts.get(uuid) {
                         repositories.extend(own.iter().copied());

@@ -83,7 +83,12 @@ pub struct Entitlements {
 
 impl Entitlements {
     pub fn new(cfg: CacheConfig) -> Self {
-        Self { cfg, entries: DashMap::new(), failures: DashMap::new(), coalescer: Coalescer::default() }
+        Self {
+            cfg,
+            entries: DashMap::new(),
+            failures: DashMap::new(),
+            coalescer: Coalescer::default(),
+        }
     }
 
     pub fn coalesced_waits(&self) -> u64 {
@@ -101,7 +106,12 @@ impl Entitlements {
     }
 
     /// The grant for a host: fresh cache, else a fresh push, else central.
-    pub async fn for_host<F, Fut>(&self, snapshot: &Snapshot, uuid: &Arc<str>, fetch: F) -> Result<Grant, EntitlementError>
+    pub async fn for_host<F, Fut>(
+        &self,
+        snapshot: &Snapshot,
+        uuid: &Arc<str>,
+        fetch: F,
+    ) -> Result<Grant, EntitlementError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Lookup>,
@@ -109,7 +119,9 @@ impl Entitlements {
         let pushed = snapshot.host_mapping(uuid).map(|m| Grant {
             repositories: m.repositories.clone(),
             source: Source::Pushed,
-            age: SystemTime::now().duration_since(m.updated_at).unwrap_or_default(),
+            age: SystemTime::now()
+                .duration_since(m.updated_at)
+                .unwrap_or_default(),
         });
         let subject = Subject::Host(uuid.clone());
         let cached = self.cached(&subject);
@@ -129,7 +141,11 @@ impl Entitlements {
     }
 
     /// The grant for a bearer token this gateway must validate with central.
-    pub async fn for_token<F, Fut>(&self, digest: &Arc<str>, fetch: F) -> Result<Grant, EntitlementError>
+    pub async fn for_token<F, Fut>(
+        &self,
+        digest: &Arc<str>,
+        fetch: F,
+    ) -> Result<Grant, EntitlementError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Lookup>,
@@ -150,8 +166,14 @@ impl Entitlements {
     pub fn remember(&self, subject: Subject, repositories: RepoSet) {
         self.evict_if_full();
         self.failures.remove(&subject);
-        self.entries
-            .insert(subject, Entry { repositories, fetched: Instant::now(), fetched_wall: SystemTime::now() });
+        self.entries.insert(
+            subject,
+            Entry {
+                repositories,
+                fetched: Instant::now(),
+                fetched_wall: SystemTime::now(),
+            },
+        );
     }
 
     fn cached(&self, subject: &Subject) -> Option<Grant> {
@@ -178,7 +200,11 @@ impl Entitlements {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Lookup>,
     {
-        let recent_failure = self.failures.get(&subject).map(|f| *f).filter(|f| f.at.elapsed() < self.cfg.negative_ttl);
+        let recent_failure = self
+            .failures
+            .get(&subject)
+            .map(|f| *f)
+            .filter(|f| f.at.elapsed() < self.cfg.negative_ttl);
         let outcome = match recent_failure {
             Some(Failure { rejected: true, .. }) => Lookup::Rejected,
             Some(_) => Lookup::Failed("central failed moments ago".into()),
@@ -190,10 +216,22 @@ impl Entitlements {
                             Lookup::Granted(repos) => self.remember(subject.clone(), repos.clone()),
                             Lookup::Rejected => {
                                 self.entries.remove(&subject);
-                                self.failures.insert(subject.clone(), Failure { at: Instant::now(), rejected: true });
+                                self.failures.insert(
+                                    subject.clone(),
+                                    Failure {
+                                        at: Instant::now(),
+                                        rejected: true,
+                                    },
+                                );
                             }
                             Lookup::Failed(_) => {
-                                self.failures.insert(subject.clone(), Failure { at: Instant::now(), rejected: false });
+                                self.failures.insert(
+                                    subject.clone(),
+                                    Failure {
+                                        at: Instant::now(),
+                                        rejected: false,
+                                    },
+                                );
                             }
                         }
                         outcome
@@ -202,11 +240,18 @@ impl Entitlements {
             }
         };
         match outcome {
-            Lookup::Granted(repositories) => Ok(Grant { repositories, source: Source::Central, age: Duration::ZERO }),
+            Lookup::Granted(repositories) => Ok(Grant {
+                repositories,
+                source: Source::Central,
+                age: Duration::ZERO,
+            }),
             Lookup::Rejected => Err(EntitlementError::Rejected),
             Lookup::Failed(reason) => {
                 if let Some(c) = cached.filter(|c| c.age < self.cfg.stale_if_error) {
-                    return Ok(Grant { source: Source::StaleCentral, ..c });
+                    return Ok(Grant {
+                        source: Source::StaleCentral,
+                        ..c
+                    });
                 }
                 // What Katello pushed stays its word until the next push, however old.
                 pushed.ok_or(EntitlementError::Unavailable(reason))
@@ -220,9 +265,17 @@ impl Entitlements {
         }
         let horizon = self.cfg.stale_if_error;
         self.entries.retain(|_, e| e.fetched.elapsed() < horizon);
-        let excess = self.entries.len().saturating_sub(self.cfg.max_identities * 9 / 10);
+        let excess = self
+            .entries
+            .len()
+            .saturating_sub(self.cfg.max_identities * 9 / 10);
         if excess > 0 {
-            let victims: Vec<Subject> = self.entries.iter().take(excess).map(|e| e.key().clone()).collect();
+            let victims: Vec<Subject> = self
+                .entries
+                .iter()
+                .take(excess)
+                .map(|e| e.key().clone())
+                .collect();
             for v in victims {
                 self.entries.remove(&v);
             }

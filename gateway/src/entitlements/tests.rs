@@ -37,8 +37,17 @@ async fn fresh_cache_is_served_without_central() {
 async fn stale_entry_serves_when_central_fails() {
     let e = Entitlements::new(cfg(0, 60_000));
     let snap = Snapshot::default();
-    e.for_host(&snap, &uuid("h1"), || async { Lookup::Granted(RepoSet::new(["a"])) }).await.unwrap();
-    let g = e.for_host(&snap, &uuid("h1"), || async { Lookup::Failed("down".into()) }).await.unwrap();
+    e.for_host(&snap, &uuid("h1"), || async {
+        Lookup::Granted(RepoSet::new(["a"]))
+    })
+    .await
+    .unwrap();
+    let g = e
+        .for_host(&snap, &uuid("h1"), || async {
+            Lookup::Failed("down".into())
+        })
+        .await
+        .unwrap();
     assert_eq!(g.source, Source::StaleCentral);
     assert!(g.repositories.contains("a"));
 }
@@ -47,7 +56,11 @@ async fn stale_entry_serves_when_central_fails() {
 async fn nothing_to_fall_back_on_is_unavailable() {
     let e = Entitlements::new(cfg(0, 0));
     let snap = Snapshot::default();
-    let r = e.for_host(&snap, &uuid("h1"), || async { Lookup::Failed("down".into()) }).await;
+    let r = e
+        .for_host(&snap, &uuid("h1"), || async {
+            Lookup::Failed("down".into())
+        })
+        .await;
     assert!(matches!(r, Err(EntitlementError::Unavailable(_))));
 }
 
@@ -57,9 +70,17 @@ async fn pushed_mapping_serves_when_central_fails_whatever_its_age() {
     let mut snap = Snapshot::default();
     snap.host_mappings.insert(
         uuid("h1"),
-        Mapping { repositories: RepoSet::new(["p"]), updated_at: SystemTime::UNIX_EPOCH },
+        Mapping {
+            repositories: RepoSet::new(["p"]),
+            updated_at: SystemTime::UNIX_EPOCH,
+        },
     );
-    let g = e.for_host(&snap, &uuid("h1"), || async { Lookup::Failed("down".into()) }).await.unwrap();
+    let g = e
+        .for_host(&snap, &uuid("h1"), || async {
+            Lookup::Failed("down".into())
+        })
+        .await
+        .unwrap();
     assert_eq!(g.source, Source::Pushed);
     assert!(g.repositories.contains("p"));
 }
@@ -68,16 +89,28 @@ async fn pushed_mapping_serves_when_central_fails_whatever_its_age() {
 async fn a_fresh_push_is_used_without_central() {
     let e = Entitlements::new(cfg(60_000, 60_000));
     let mut snap = Snapshot::default();
-    snap.host_mappings
-        .insert(uuid("h1"), Mapping { repositories: RepoSet::new(["p"]), updated_at: SystemTime::now() });
-    let g = e.for_host(&snap, &uuid("h1"), || async { panic!("central must not be asked") }).await.unwrap();
+    snap.host_mappings.insert(
+        uuid("h1"),
+        Mapping {
+            repositories: RepoSet::new(["p"]),
+            updated_at: SystemTime::now(),
+        },
+    );
+    let g = e
+        .for_host(&snap, &uuid("h1"), || async {
+            panic!("central must not be asked")
+        })
+        .await
+        .unwrap();
     assert_eq!(g.source, Source::Pushed);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn rejected_token_is_an_error() {
     let e = Entitlements::new(cfg(60_000, 60_000));
-    let r = e.for_token(&uuid("abc"), || async { Lookup::Rejected }).await;
+    let r = e
+        .for_token(&uuid("abc"), || async { Lookup::Rejected })
+        .await;
     assert!(matches!(r, Err(EntitlementError::Rejected)));
 }
 

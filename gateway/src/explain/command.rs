@@ -35,49 +35,118 @@ pub fn flatpak_query(architecture: &str) -> String {
 }
 
 /// Compute the explanation; `Err` carries the exit code and the message.
-pub fn explain(config_path: &Path, who: Who, architecture: &str) -> Result<Explanation, (i32, String)> {
+pub fn explain(
+    config_path: &Path,
+    who: Who,
+    architecture: &str,
+) -> Result<Explanation, (i32, String)> {
     let cfg = match config::load(config_path) {
         Ok(c) => c,
-        Err(problems) => return Err((EXIT_CONFIG, format!("{}: {problems}", config_path.display()))),
+        Err(problems) => {
+            return Err((
+                EXIT_CONFIG,
+                format!("{}: {problems}", config_path.display()),
+            ));
+        }
     };
     let prepared = match server::prepare(&cfg, Some(Vec::new())) {
         Ok(p) => p,
-        Err(problems) => return Err((EXIT_CONFIG, format!("{}: {problems}", config_path.display()))),
+        Err(problems) => {
+            return Err((
+                EXIT_CONFIG,
+                format!("{}: {problems}", config_path.display()),
+            ));
+        }
     };
     let snapshot = match StateStore::read_snapshot(&cfg.state_dir) {
         Ok(s) => s,
-        Err(e) => return Err((EXIT_RUNTIME, format!("cannot read the gateway's state: {e}"))),
+        Err(e) => {
+            return Err((
+                EXIT_RUNTIME,
+                format!("cannot read the gateway's state: {e}"),
+            ));
+        }
     };
     let query = flatpak_query(architecture);
     let system = actix_web::rt::System::new();
     let explanation = system.block_on(async move {
         let central = CentralClient::new(&cfg.central, prepared.central_tls.clone());
         let pulp = PulpClient::new(&cfg.pulp, prepared.pulp_tls.clone(), Default::default());
-        let (identity, source, age, granted): (String, String, Option<u64>, Option<RepoSet>) = match &who {
-            Who::Anonymous => ("anonymous".into(), "none (public repositories only)".into(), None, None),
-            Who::User(login) => match snapshot.user_mapping(login) {
-                Some(m) => (format!("user:{login}"), "pushed or refreshed at /v2/token".into(), age_of(m.updated_at), Some(m.repositories.clone())),
-                None => (format!("user:{login}"), "none (no mapping: public repositories only)".into(), None, None),
-            },
-            Who::Host(uuid) => {
-                let pushed = snapshot.host_mapping(uuid);
-                match pushed.filter(|m| age_of(m.updated_at).unwrap_or(u64::MAX) < cfg.cache.ttl.as_secs()) {
-                    Some(m) => (format!("host:{uuid}"), "pushed by Katello".into(), age_of(m.updated_at), Some(m.repositories.clone())),
-                    None => match central.catalog_for_host(uuid).await {
-                        Lookup::Granted(r) => (format!("host:{uuid}"), "central (asked just now)".into(), Some(0), Some(r)),
-                        Lookup::Rejected => (format!("host:{uuid}"), "central refused the gateway".into(), None, None),
-                        Lookup::Failed(why) => match pushed {
-                            Some(m) => (format!("host:{uuid}"), format!("pushed by Katello (central failed: {why})"), age_of(m.updated_at), Some(m.repositories.clone())),
-                            None => (format!("host:{uuid}"), format!("none: central failed ({why}); the gateway would answer 503"), None, None),
+        let (identity, source, age, granted): (String, String, Option<u64>, Option<RepoSet>) =
+            match &who {
+                Who::Anonymous => (
+                    "anonymous".into(),
+                    "none (public repositories only)".into(),
+                    None,
+                    None,
+                ),
+                Who::User(login) => match snapshot.user_mapping(login) {
+                    Some(m) => (
+                        format!("user:{login}"),
+                        "pushed or refreshed at /v2/token".into(),
+                        age_of(m.updated_at),
+                        Some(m.repositories.clone()),
+                    ),
+                    None => (
+                        format!("user:{login}"),
+                        "none (no mapping: public repositories only)".into(),
+                        None,
+                        None,
+                    ),
+                },
+                Who::Host(uuid) => {
+                    let pushed = snapshot.host_mapping(uuid);
+                    match pushed.filter(|m| {
+                        age_of(m.updated_at).unwrap_or(u64::MAX) < cfg.cache.ttl.as_secs()
+                    }) {
+                        Some(m) => (
+                            format!("host:{uuid}"),
+                            "pushed by Katello".into(),
+                            age_of(m.updated_at),
+                            Some(m.repositories.clone()),
+                        ),
+                        None => match central.catalog_for_host(uuid).await {
+                            Lookup::Granted(r) => (
+                                format!("host:{uuid}"),
+                                "central (asked just now)".into(),
+                                Some(0),
+                                Some(r),
+                            ),
+                            Lookup::Rejected => (
+                                format!("host:{uuid}"),
+                                "central refused the gateway".into(),
+                                None,
+                                None,
+                            ),
+                            Lookup::Failed(why) => match pushed {
+                                Some(m) => (
+                                    format!("host:{uuid}"),
+                                    format!("pushed by Katello (central failed: {why})"),
+                                    age_of(m.updated_at),
+                                    Some(m.repositories.clone()),
+                                ),
+                                None => (
+                                    format!("host:{uuid}"),
+                                    format!(
+                                        "none: central failed ({why}); the gateway would answer 503"
+                                    ),
+                                    None,
+                                    None,
+                                ),
+                            },
                         },
-                    },
+                    }
                 }
-            }
-        };
+            };
         let snapshot = Arc::new(snapshot);
         let (index, index_error) = match pulp.index("static", &query).await {
             Ok(r) if r.status.is_success() => match UpstreamIndex::parse(r.body) {
-                Ok(index) => (Some(runtime_report(&index, &|n| snapshot.visible(n, granted.as_ref()))), None),
+                Ok(index) => (
+                    Some(runtime_report(&index, &|n| {
+                        snapshot.visible(n, granted.as_ref())
+                    })),
+                    None,
+                ),
                 Err(e) => (None, Some(format!("Pulp's index is malformed: {e}"))),
             },
             Ok(r) => (None, Some(format!("Pulp answered {}", r.status))),
@@ -118,5 +187,8 @@ pub fn run(config_path: &Path, who: Who, json: bool, architecture: &str) -> i32 
 }
 
 fn age_of(t: SystemTime) -> Option<u64> {
-    SystemTime::now().duration_since(t).ok().map(|d| d.as_secs())
+    SystemTime::now()
+        .duration_since(t)
+        .ok()
+        .map(|d| d.as_secs())
 }

@@ -29,9 +29,17 @@ async fn explain(
 ) -> HttpResponse {
     let snapshot = shared.state.snapshot();
     let (source, age, granted) = match grant {
-        Ok(Some(g)) => (source_name(&g).to_owned(), Some(g.age.as_secs()), Some(g.repositories)),
+        Ok(Some(g)) => (
+            source_name(&g).to_owned(),
+            Some(g.age.as_secs()),
+            Some(g.repositories),
+        ),
         Ok(None) => ("none (public repositories only)".to_owned(), None, None),
-        Err(e) => (format!("none: {e}; the gateway answers this client 503"), None, None),
+        Err(e) => (
+            format!("none: {e}; the gateway answers this client 503"),
+            None,
+            None,
+        ),
     };
     let architecture = form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "arch")
@@ -41,13 +49,26 @@ async fn explain(
     let cfg = &shared.config;
     let upstream = shared
         .index
-        .upstream(&format!("static?{query}"), cfg.pulp.index_ttl, cfg.cache.stale_if_error, || async {
-            let r = pulp.index("static", &query).await.map_err(FetchError::Upstream)?;
-            Ok((r.status.as_u16(), r.body))
-        })
+        .upstream(
+            &format!("static?{query}"),
+            cfg.pulp.index_ttl,
+            cfg.cache.stale_if_error,
+            || async {
+                let r = pulp
+                    .index("static", &query)
+                    .await
+                    .map_err(FetchError::Upstream)?;
+                Ok((r.status.as_u16(), r.body))
+            },
+        )
         .await;
     let (index, index_error) = match upstream {
-        Ok(u) => (Some(runtime_report(&u.index, &|n| snapshot.visible(n, granted.as_ref()))), None),
+        Ok(u) => (
+            Some(runtime_report(&u.index, &|n| {
+                snapshot.visible(n, granted.as_ref())
+            })),
+            None,
+        ),
         Err(e) => (None, Some(format!("{e:?}"))),
     };
     HttpResponse::Ok().json(Explanation {
@@ -78,16 +99,27 @@ pub async fn host(
     explain(&req, &shared, &pulp, format!("host:{uuid}"), grant).await
 }
 
-pub async fn user(req: HttpRequest, login: web::Path<String>, shared: web::Data<Shared>, pulp: web::Data<PulpClient>) -> HttpResponse {
+pub async fn user(
+    req: HttpRequest,
+    login: web::Path<String>,
+    shared: web::Data<Shared>,
+    pulp: web::Data<PulpClient>,
+) -> HttpResponse {
     let login = login.into_inner();
     let grant = shared.state.snapshot().user_mapping(&login).map(|m| Grant {
         repositories: m.repositories.clone(),
         source: Source::Pushed,
-        age: std::time::SystemTime::now().duration_since(m.updated_at).unwrap_or_default(),
+        age: std::time::SystemTime::now()
+            .duration_since(m.updated_at)
+            .unwrap_or_default(),
     });
     explain(&req, &shared, &pulp, format!("user:{login}"), Ok(grant)).await
 }
 
-pub async fn anonymous(req: HttpRequest, shared: web::Data<Shared>, pulp: web::Data<PulpClient>) -> HttpResponse {
+pub async fn anonymous(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    pulp: web::Data<PulpClient>,
+) -> HttpResponse {
     explain(&req, &shared, &pulp, "anonymous".to_owned(), Ok(None)).await
 }

@@ -45,7 +45,12 @@ impl RuntimeReport {
     /// Apps lacking their runtime (SDKs are only needed to build, so they do
     /// not count towards the warning).
     pub fn apps_missing_runtime(&self) -> usize {
-        self.missing.iter().filter(|m| m.kind == "runtime").map(|m| &m.app).collect::<HashSet<_>>().len()
+        self.missing
+            .iter()
+            .filter(|m| m.kind == "runtime")
+            .map(|m| &m.app)
+            .collect::<HashSet<_>>()
+            .len()
     }
 }
 
@@ -56,7 +61,10 @@ pub fn runtime_report(index: &UpstreamIndex, visible: &dyn Fn(&str) -> bool) -> 
     let mut report = RuntimeReport::default();
     let mut apps = Vec::new();
     for (repository, r) in index.refs() {
-        holders.entry(r.flatpak_ref.as_str()).or_default().insert(repository);
+        holders
+            .entry(r.flatpak_ref.as_str())
+            .or_default()
+            .insert(repository);
         if !visible(repository) {
             continue;
         }
@@ -73,7 +81,9 @@ pub fn runtime_report(index: &UpstreamIndex, visible: &dyn Fn(&str) -> bool) -> 
     let mut flagged = HashSet::new();
     for (repository, app) in apps {
         for (kind, dependency) in [("runtime", &app.runtime), ("sdk", &app.sdk)] {
-            let Some(dependency) = dependency else { continue };
+            let Some(dependency) = dependency else {
+                continue;
+            };
             let needs = format!("runtime/{dependency}");
             if seen.contains(needs.as_str()) || !flagged.insert((app.flatpak_ref.as_str(), kind)) {
                 continue;
@@ -82,7 +92,10 @@ pub fn runtime_report(index: &UpstreamIndex, visible: &dyn Fn(&str) -> bool) -> 
                 app: app.flatpak_ref.clone(),
                 app_repository: repository.to_owned(),
                 kind,
-                held_by: holders.get(needs.as_str()).map(|h| h.iter().map(|s| (*s).to_owned()).collect()).unwrap_or_default(),
+                held_by: holders
+                    .get(needs.as_str())
+                    .map(|h| h.iter().map(|s| (*s).to_owned()).collect())
+                    .unwrap_or_default(),
                 needs,
             });
         }
@@ -106,7 +119,11 @@ pub fn entitled(snapshot: &Snapshot, granted: Option<&RepoSet>) -> Vec<Entitled>
         .filter(|n| snapshot.visible(n, granted))
         .map(|n| Entitled {
             name: n.to_string(),
-            reason: if snapshot.is_public(n) { "public" } else { "granted" },
+            reason: if snapshot.is_public(n) {
+                "public"
+            } else {
+                "granted"
+            },
         })
         .collect()
 }
@@ -129,9 +146,20 @@ impl Explanation {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let age = self.age_secs.map(|a| format!(", {a} s old")).unwrap_or_default();
-        let _ = writeln!(out, "identity: {}\nmapping:  {}{age}", self.identity, self.source);
-        let _ = writeln!(out, "\nrepositories it may see ({}):", self.repositories.len());
+        let age = self
+            .age_secs
+            .map(|a| format!(", {a} s old"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "identity: {}\nmapping:  {}{age}",
+            self.identity, self.source
+        );
+        let _ = writeln!(
+            out,
+            "\nrepositories it may see ({}):",
+            self.repositories.len()
+        );
         for r in &self.repositories {
             let _ = writeln!(out, "  {:<60} {}", r.name, r.reason);
         }
@@ -139,19 +167,31 @@ impl Explanation {
             (Some(index), _) => {
                 let _ = writeln!(out, "\nFlatpak refs it gets ({}):", index.refs.len());
                 for r in &index.refs {
-                    let _ = writeln!(out, "  {:<60} {:<8} from {}", r.flatpak_ref, r.architecture, r.repository);
+                    let _ = writeln!(
+                        out,
+                        "  {:<60} {:<8} from {}",
+                        r.flatpak_ref, r.architecture, r.repository
+                    );
                 }
                 if index.missing.is_empty() {
                     let _ = writeln!(out, "\nevery app's runtime and SDK is visible to it");
                 } else {
-                    let _ = writeln!(out, "\napps whose dependencies it cannot see ({}):", index.missing.len());
+                    let _ = writeln!(
+                        out,
+                        "\napps whose dependencies it cannot see ({}):",
+                        index.missing.len()
+                    );
                     for m in &index.missing {
                         let held = if m.held_by.is_empty() {
                             "no repository in Pulp's index holds it".to_owned()
                         } else {
                             format!("held by {}", m.held_by.join(", "))
                         };
-                        let _ = writeln!(out, "  {} (in {}) needs {} {}: {held}", m.app, m.app_repository, m.kind, m.needs);
+                        let _ = writeln!(
+                            out,
+                            "  {} (in {}) needs {} {}: {held}",
+                            m.app, m.app_repository, m.kind, m.needs
+                        );
                     }
                 }
             }

@@ -9,8 +9,14 @@ fn image(flatpak_ref: &str, metadata: &str) -> String {
 }
 
 fn index() -> UpstreamIndex {
-    let app = image("app/org.test.App/x86_64/stable", r"[Application]\nname=org.test.App\nruntime=org.test.Platform/x86_64/1\nsdk=org.test.Sdk/x86_64/1\n");
-    let runtime = image("runtime/org.test.Platform/x86_64/1", r"[Runtime]\nname=org.test.Platform\n");
+    let app = image(
+        "app/org.test.App/x86_64/stable",
+        r"[Application]\nname=org.test.App\nruntime=org.test.Platform/x86_64/1\nsdk=org.test.Sdk/x86_64/1\n",
+    );
+    let runtime = image(
+        "runtime/org.test.Platform/x86_64/1",
+        r"[Runtime]\nname=org.test.Platform\n",
+    );
     let body = format!(
         r#"{{"Registry":"http://pulp/","Results":[{{"Name":"apps","Images":[{app}]}},{{"Name":"runtimes","Images":[{runtime}]}}]}}"#
     );

@@ -61,14 +61,27 @@ struct Item<'a> {
 
 /// The JSON body `{"errors":[{"code":..,"message":..}]}`.
 pub fn body(code: Code, message: &str) -> String {
-    serde_json::to_string(&Body { errors: [Item { code: code.as_str(), message }] })
-        .unwrap_or_else(|_| format!("{{\"errors\":[{{\"code\":\"{}\",\"message\":\"\"}}]}}", code.as_str()))
+    serde_json::to_string(&Body {
+        errors: [Item {
+            code: code.as_str(),
+            message,
+        }],
+    })
+    .unwrap_or_else(|_| {
+        format!(
+            "{{\"errors\":[{{\"code\":\"{}\",\"message\":\"\"}}]}}",
+            code.as_str()
+        )
+    })
 }
 
 /// A registry-format error response.
 pub fn respond(status: StatusCode, code: Code, message: &str) -> HttpResponse {
     HttpResponse::build(status)
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
         .insert_header((API_VERSION_HEADER, API_VERSION))
         .body(body(code, message))
 }
@@ -93,7 +106,12 @@ pub fn challenge_value(public_url: &str, service: &str, repository: Option<&str>
 }
 
 /// 401 with the challenge.
-pub fn unauthorized(public_url: &str, service: &str, repository: Option<&str>, message: &str) -> HttpResponse {
+pub fn unauthorized(
+    public_url: &str,
+    service: &str,
+    repository: Option<&str>,
+    message: &str,
+) -> HttpResponse {
     let mut r = respond(StatusCode::UNAUTHORIZED, Code::Unauthorized, message);
     if let Ok(v) = HeaderValue::from_str(&challenge_value(public_url, service, repository)) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -14,13 +14,26 @@ use crate::upstream::pulp::PulpClient;
 
 /// Request headers a read may carry to Pulp. `Accept` may come as several lines
 /// (Go clients); every value is kept.
-const FORWARDED_REQUEST: [HeaderName; 5] =
-    [header::ACCEPT, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::RANGE, header::IF_RANGE];
+const FORWARDED_REQUEST: [HeaderName; 5] = [
+    header::ACCEPT,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::RANGE,
+    header::IF_RANGE,
+];
 
 /// Response headers relayed from a Pulp success. `link` pages `tags/list`; the
 /// route rewrites it to point at us (and drops it elsewhere).
-const RELAYED_RESPONSE: [&str; 8] =
-    ["content-type", "docker-content-digest", "etag", "last-modified", "content-range", "accept-ranges", "cache-control", "link"];
+const RELAYED_RESPONSE: [&str; 8] = [
+    "content-type",
+    "docker-content-digest",
+    "etag",
+    "last-modified",
+    "content-range",
+    "accept-ranges",
+    "cache-control",
+    "link",
+];
 
 /// Largest Pulp error body relayed.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -36,15 +49,28 @@ fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
 }
 
 /// Forward a GET or HEAD for `path_and_query` (starting `/v2/`) and relay the answer.
-pub async fn relay(req: &HttpRequest, pulp: &PulpClient, cfg: &PulpConfig, path_and_query: &str) -> HttpResponse {
+pub async fn relay(
+    req: &HttpRequest,
+    pulp: &PulpClient,
+    cfg: &PulpConfig,
+    path_and_query: &str,
+) -> HttpResponse {
     relay_with(req, pulp, cfg, path_and_query, forwarded_headers(req)).await
 }
 
 /// [`relay`] for a route whose answer is JSON whatever the client accepts
 /// (`tags/list`): Pulp's DRF negotiates on `Accept`, so a client's `text/html`
 /// would get Pulp's browsable-API page and a manifest media type a 406.
-pub async fn relay_json(req: &HttpRequest, pulp: &PulpClient, cfg: &PulpConfig, path_and_query: &str) -> HttpResponse {
-    let mut headers: Vec<_> = forwarded_headers(req).into_iter().filter(|(name, _)| name != header::ACCEPT).collect();
+pub async fn relay_json(
+    req: &HttpRequest,
+    pulp: &PulpClient,
+    cfg: &PulpConfig,
+    path_and_query: &str,
+) -> HttpResponse {
+    let mut headers: Vec<_> = forwarded_headers(req)
+        .into_iter()
+        .filter(|(name, _)| name != header::ACCEPT)
+        .collect();
     headers.push((header::ACCEPT, HeaderValue::from_static("application/json")));
     relay_with(req, pulp, cfg, path_and_query, headers).await
 }
@@ -56,7 +82,11 @@ async fn relay_with(
     path_and_query: &str,
     headers: Vec<(HeaderName, HeaderValue)>,
 ) -> HttpResponse {
-    let method = if req.method() == Method::HEAD { Method::HEAD } else { Method::GET };
+    let method = if req.method() == Method::HEAD {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
     let head = method == Method::HEAD;
     let upstream = match pulp.forward(method, path_and_query, &headers).await {
         Ok(r) => r,
@@ -73,25 +103,44 @@ async fn relay_with(
 }
 
 fn with_api_version(mut resp: HttpResponse) -> HttpResponse {
-    resp.headers_mut().insert(HeaderName::from_static("docker-distribution-api-version"), HeaderValue::from_static(API_VERSION));
+    resp.headers_mut().insert(
+        HeaderName::from_static("docker-distribution-api-version"),
+        HeaderValue::from_static(API_VERSION),
+    );
     resp
 }
 
 fn redirect(status: StatusCode, location: Option<&HeaderValue>, cfg: &PulpConfig) -> HttpResponse {
     let Some(location) = location.and_then(|l| l.to_str().ok()) else {
-        return errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp redirected without a Location");
+        return errors::respond(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamError,
+            "Pulp redirected without a Location",
+        );
     };
     let rebased = rebase_location(location, &cfg.endpoint, cfg.client_endpoint.as_deref());
     match HeaderValue::from_str(&rebased) {
-        Ok(v) => with_api_version(HttpResponse::build(status).insert_header((header::LOCATION, v)).finish()),
-        Err(_) => errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp redirected to an invalid Location"),
+        Ok(v) => with_api_version(
+            HttpResponse::build(status)
+                .insert_header((header::LOCATION, v))
+                .finish(),
+        ),
+        Err(_) => errors::respond(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamError,
+            "Pulp redirected to an invalid Location",
+        ),
     }
 }
 
 /// Replace the scheme and authority of Pulp's `Location` with `client_endpoint`
 /// (the name clients reach, e.g. a load balancer), keeping path and query. A
 /// relative Location is made absolute against whichever endpoint applies.
-pub fn rebase_location(location: &str, pulp_endpoint: &str, client_endpoint: Option<&str>) -> String {
+pub fn rebase_location(
+    location: &str,
+    pulp_endpoint: &str,
+    client_endpoint: Option<&str>,
+) -> String {
     let path_and_query = match location.split_once("://") {
         Some((_, rest)) => match rest.find('/') {
             Some(i) => &rest[i..],
@@ -111,7 +160,9 @@ pub fn rebase_location(location: &str, pulp_endpoint: &str, client_endpoint: Opt
 
 fn stream<S>(status: StatusCode, upstream: awc::ClientResponse<S>, head: bool) -> HttpResponse
 where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin + 'static,
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
+        + Unpin
+        + 'static,
 {
     let mut builder = HttpResponse::build(status);
     for name in RELAYED_RESPONSE {
@@ -130,38 +181,70 @@ where
     }
     match (head, length) {
         // HEAD keeps the length Pulp announced; actix writes no body for HEAD.
-        (true, Some(len)) => builder.body(SizedStream::new(len, futures_util::stream::empty::<Result<bytes::Bytes, actix_web::Error>>())),
+        (true, Some(len)) => builder.body(SizedStream::new(
+            len,
+            futures_util::stream::empty::<Result<bytes::Bytes, actix_web::Error>>(),
+        )),
         (true, None) => builder.finish(),
-        (false, Some(len)) => builder.body(SizedStream::new(len, upstream.map(|r| r.map_err(actix_web::Error::from)))),
+        (false, Some(len)) => builder.body(SizedStream::new(
+            len,
+            upstream.map(|r| r.map_err(actix_web::Error::from)),
+        )),
         (false, None) => builder.streaming(upstream),
     }
 }
 
-async fn error_from_pulp<S>(status: StatusCode, mut upstream: awc::ClientResponse<S>, head: bool) -> HttpResponse
+async fn error_from_pulp<S>(
+    status: StatusCode,
+    mut upstream: awc::ClientResponse<S>,
+    head: bool,
+) -> HttpResponse
 where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin + 'static,
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
+        + Unpin
+        + 'static,
 {
     if status.is_server_error() {
         tracing::warn!(%status, "Pulp error");
-        return errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp failed to answer");
+        return errors::respond(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamError,
+            "Pulp failed to answer",
+        );
     }
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         // Pulp refusing us is a gateway problem, never a reason to start the
         // client's token flow.
         tracing::warn!(%status, "Pulp refused the gateway's credentials; check pulp.ssl_cert");
-        return errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp refused the gateway");
+        return errors::respond(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamError,
+            "Pulp refused the gateway",
+        );
     }
     if head {
         return with_api_version(HttpResponse::build(status).finish());
     }
-    let body = upstream.body().limit(ERROR_BODY_LIMIT).await.unwrap_or_default();
+    let body = upstream
+        .body()
+        .limit(ERROR_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
     let is_registry_error = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .is_some_and(|v| v.get("errors").is_some_and(serde_json::Value::is_array));
     if is_registry_error {
-        with_api_version(HttpResponse::build(status).insert_header((header::CONTENT_TYPE, "application/json")).body(body))
+        with_api_version(
+            HttpResponse::build(status)
+                .insert_header((header::CONTENT_TYPE, "application/json"))
+                .body(body),
+        )
     } else {
-        let code = if status == StatusCode::NOT_FOUND { Code::NotFound } else { Code::Unsupported };
+        let code = if status == StatusCode::NOT_FOUND {
+            Code::NotFound
+        } else {
+            Code::Unsupported
+        };
         errors::respond(status, code, "Pulp refused the request")
     }
 }
@@ -174,7 +257,11 @@ pub fn upstream_failure(e: &UpstreamError) -> HttpResponse {
         }
         other => {
             tracing::warn!(error = %other, "Pulp answer unusable");
-            errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp answered something unusable")
+            errors::respond(
+                StatusCode::BAD_GATEWAY,
+                Code::UpstreamError,
+                "Pulp answered something unusable",
+            )
         }
     }
 }
@@ -185,14 +272,24 @@ mod tests {
 
     #[test]
     fn location_rebasing() {
-        let loc = "http://pulp:24816/pulp/container/org/a/blobs/sha256:ab?expires=1&validate_token=x:y";
+        let loc =
+            "http://pulp:24816/pulp/container/org/a/blobs/sha256:ab?expires=1&validate_token=x:y";
         assert_eq!(
             rebase_location(loc, "https://pulp", Some("https://lb.example.com")),
             "https://lb.example.com/pulp/container/org/a/blobs/sha256:ab?expires=1&validate_token=x:y"
         );
         assert_eq!(rebase_location(loc, "https://pulp", None), loc);
-        assert_eq!(rebase_location("/pulp/x", "https://pulp", None), "https://pulp/pulp/x");
-        assert_eq!(rebase_location("/pulp/x", "https://pulp", Some("https://lb")), "https://lb/pulp/x");
-        assert_eq!(rebase_location("https://h", "https://pulp", Some("https://lb")), "https://lb/");
+        assert_eq!(
+            rebase_location("/pulp/x", "https://pulp", None),
+            "https://pulp/pulp/x"
+        );
+        assert_eq!(
+            rebase_location("/pulp/x", "https://pulp", Some("https://lb")),
+            "https://lb/pulp/x"
+        );
+        assert_eq!(
+            rebase_location("https://h", "https://pulp", Some("https://lb")),
+            "https://lb/"
+        );
     }
 }

@@ -39,12 +39,17 @@ pub fn pairs(raw: &str) -> Result<Vec<(String, String)>, QueryError> {
 pub fn canonical(mut pairs: Vec<(String, String)>) -> String {
     pairs.sort();
     pairs.dedup();
-    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 /// The first value of `key`.
 pub fn first<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 #[cfg(test)]
@@ -55,18 +60,28 @@ mod tests {
     fn flatpak_query_is_decoded_and_canonical() {
         let raw = "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
         let p = pairs(raw).unwrap();
-        assert_eq!(p[0], ("label:org.flatpak.ref:exists".to_owned(), "1".to_owned()));
+        assert_eq!(
+            p[0],
+            ("label:org.flatpak.ref:exists".to_owned(), "1".to_owned())
+        );
         let c = canonical(p);
-        assert_eq!(c, "architecture=amd64&label%3Aorg.flatpak.ref%3Aexists=1&os=linux&tag=latest");
+        assert_eq!(
+            c,
+            "architecture=amd64&label%3Aorg.flatpak.ref%3Aexists=1&os=linux&tag=latest"
+        );
         // another order and encoding of the same multimap gives the same key
-        let other = pairs("tag=latest&os=linux&label:org.flatpak.ref:exists=1&architecture=amd64").unwrap();
+        let other =
+            pairs("tag=latest&os=linux&label:org.flatpak.ref:exists=1&architecture=amd64").unwrap();
         assert_eq!(canonical(other), c);
     }
 
     #[test]
     fn limits() {
         assert_eq!(pairs(&"a=1&".repeat(10_000)), Err(QueryError::TooLong));
-        assert_eq!(pairs(&"a=1&".repeat(MAX_PARAMS + 1)), Err(QueryError::TooMany));
+        assert_eq!(
+            pairs(&"a=1&".repeat(MAX_PARAMS + 1)),
+            Err(QueryError::TooMany)
+        );
         assert_eq!(pairs("a=%00"), Err(QueryError::Nul));
         assert!(pairs("").unwrap().is_empty());
     }

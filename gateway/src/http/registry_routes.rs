@@ -46,7 +46,9 @@ pub struct RouteTemplate(pub &'static str);
 
 /// Split a raw `/v2/...` path. Names and references are not validated here.
 pub fn route(path: &str) -> Route<'_> {
-    let Some(rest) = path.strip_prefix("/v2") else { return Route::Unknown };
+    let Some(rest) = path.strip_prefix("/v2") else {
+        return Route::Unknown;
+    };
     let rest = rest.strip_prefix('/').unwrap_or(rest);
     if rest.is_empty() {
         return Route::Ping;
@@ -54,17 +56,26 @@ pub fn route(path: &str) -> Route<'_> {
     if rest.trim_end_matches('/') == "_catalog" {
         return Route::Catalog;
     }
-    if let Some(name) = rest.strip_suffix("/tags/list").or_else(|| rest.strip_suffix("/tags/list/")) {
+    if let Some(name) = rest
+        .strip_suffix("/tags/list")
+        .or_else(|| rest.strip_suffix("/tags/list/"))
+    {
         return Route::Tags { name };
     }
     if rest.contains("/blobs/uploads") {
         return Route::Upload;
     }
     if let Some(i) = rest.rfind("/manifests/") {
-        return Route::Manifest { name: &rest[..i], reference: rest[i + "/manifests/".len()..].trim_end_matches('/') };
+        return Route::Manifest {
+            name: &rest[..i],
+            reference: rest[i + "/manifests/".len()..].trim_end_matches('/'),
+        };
     }
     if let Some(i) = rest.rfind("/blobs/") {
-        return Route::Blob { name: &rest[..i], digest: rest[i + "/blobs/".len()..].trim_end_matches('/') };
+        return Route::Blob {
+            name: &rest[..i],
+            digest: rest[i + "/blobs/".len()..].trim_end_matches('/'),
+        };
     }
     Route::Unknown
 }
@@ -119,7 +130,9 @@ pub async fn dispatch(
             Some(*name)
         }
         Route::Upload => return unsupported(),
-        Route::Unknown => return errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route"),
+        Route::Unknown => {
+            return errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route");
+        }
         Route::Ping | Route::Catalog => None,
     };
     let pairs = match query::pairs(req.query_string()) {
@@ -134,7 +147,12 @@ pub async fn dispatch(
     let s = &shared.config.server;
     if route == Route::Ping {
         return if identity.is_anonymous() {
-            errors::unauthorized(&s.public_url, &s.public_host, None, "authentication required")
+            errors::unauthorized(
+                &s.public_url,
+                &s.public_host,
+                None,
+                "authentication required",
+            )
         } else {
             json(StatusCode::OK, "{}".to_owned())
         };
@@ -146,12 +164,23 @@ pub async fn dispatch(
     if route == Route::Catalog {
         return catalog(&view, &pairs, &s.public_url);
     }
-    let Some(name) = repo else { return errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route") };
+    let Some(name) = repo else {
+        return errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route");
+    };
     if !view.visible(name) {
         // Invisible and nonexistent repositories get the same answer.
         return match view.identity {
-            Identity::Anonymous => errors::unauthorized(&s.public_url, &s.public_host, Some(name), "authentication required"),
-            _ => errors::respond(StatusCode::NOT_FOUND, Code::NameUnknown, "repository name not known to registry"),
+            Identity::Anonymous => errors::unauthorized(
+                &s.public_url,
+                &s.public_host,
+                Some(name),
+                "authentication required",
+            ),
+            _ => errors::respond(
+                StatusCode::NOT_FOUND,
+                Code::NameUnknown,
+                "repository name not known to registry",
+            ),
         };
     }
     match route {
@@ -163,16 +192,29 @@ pub async fn dispatch(
             resp
         }
         Route::Manifest { name, reference } => {
-            relay_content(&req, &shared, &up, &format!("/v2/{name}/manifests/{reference}")).await
+            relay_content(
+                &req,
+                &shared,
+                &up,
+                &format!("/v2/{name}/manifests/{reference}"),
+            )
+            .await
         }
-        Route::Blob { name, digest } => relay_content(&req, &shared, &up, &format!("/v2/{name}/blobs/{digest}")).await,
+        Route::Blob { name, digest } => {
+            relay_content(&req, &shared, &up, &format!("/v2/{name}/blobs/{digest}")).await
+        }
         _ => errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route"),
     }
 }
 
 /// A manifest or blob read, for the path rebuilt from its validated parts (a
 /// trailing slash the route tolerates does not reach Pulp).
-async fn relay_content(req: &HttpRequest, shared: &Shared, up: &Upstreams, target: &str) -> HttpResponse {
+async fn relay_content(
+    req: &HttpRequest,
+    shared: &Shared,
+    up: &Upstreams,
+    target: &str,
+) -> HttpResponse {
     let mut resp = forward::relay(req, &up.pulp, &shared.config.pulp, target).await;
     // Only tags/list pages; any other Link would name Pulp.
     resp.headers_mut().remove(header::LINK);
@@ -201,8 +243,13 @@ async fn drain(mut payload: web::Payload) {
 }
 
 fn unsupported() -> HttpResponse {
-    let mut r = errors::respond(StatusCode::METHOD_NOT_ALLOWED, Code::Unsupported, "this registry is a read-only mirror");
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    let mut r = errors::respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Code::Unsupported,
+        "this registry is a read-only mirror",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     r
 }
 
@@ -224,22 +271,38 @@ fn catalog(view: &View, pairs: &[(String, String)], public_url: &str) -> HttpRes
         None => None,
         Some(v) => match v.parse::<usize>() {
             Ok(n) => Some(n),
-            Err(_) => return bad(Code::PaginationNumberInvalid, "n must be a non-negative integer"),
+            Err(_) => {
+                return bad(
+                    Code::PaginationNumberInvalid,
+                    "n must be a non-negative integer",
+                );
+            }
         },
     };
     let last = query::first(pairs, "last").unwrap_or_default();
     let names = view.snapshot.repository_names();
-    let visible: Vec<&str> =
-        names.iter().map(|n| &**n).filter(|name| *name > last && view.visible(name)).collect();
+    let visible: Vec<&str> = names
+        .iter()
+        .map(|n| &**n)
+        .filter(|name| *name > last && view.visible(name))
+        .collect();
     let (page, more) = match n {
         Some(n) if n < visible.len() => (&visible[..n], true),
         _ => (&visible[..], false),
     };
-    let body = serde_json::to_string(&CatalogBody { repositories: page.to_vec() }).unwrap_or_else(|_| "{}".into());
+    let body = serde_json::to_string(&CatalogBody {
+        repositories: page.to_vec(),
+    })
+    .unwrap_or_else(|_| "{}".into());
     let mut resp = json(StatusCode::OK, body);
     if let (true, Some(n), Some(last)) = (more, n, page.last()) {
-        let q = form_urlencoded::Serializer::new(String::new()).append_pair("n", &n.to_string()).append_pair("last", last).finish();
-        if let Ok(v) = HeaderValue::from_str(&format!("<{public_url}/v2/_catalog?{q}>; rel=\"next\"")) {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("n", &n.to_string())
+            .append_pair("last", last)
+            .finish();
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("<{public_url}/v2/_catalog?{q}>; rel=\"next\""))
+        {
             resp.headers_mut().insert(header::LINK, v);
         }
     }
@@ -248,22 +311,41 @@ fn catalog(view: &View, pairs: &[(String, String)], public_url: &str) -> HttpRes
 
 /// Only `n` and `last` go to Pulp, re-encoded.
 fn tags_query(pairs: &[(String, String)]) -> String {
-    let kept: Vec<(&str, &str)> =
-        pairs.iter().filter(|(k, _)| k == "n" || k == "last").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let kept: Vec<(&str, &str)> = pairs
+        .iter()
+        .filter(|(k, _)| k == "n" || k == "last")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     if kept.is_empty() {
         return String::new();
     }
-    format!("?{}", form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish())
+    format!(
+        "?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(kept)
+            .finish()
+    )
 }
 
 /// Pulp's `Link` names Pulp; clients must come back to us.
 fn rewrite_link(resp: &mut HttpResponse, public_url: &str, name: &str) {
-    let Some(link) = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+    let Some(link) = resp
+        .headers()
+        .get(header::LINK)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
         return;
     };
-    let query = link.split_once('?').map(|(_, q)| q.split('>').next().unwrap_or_default()).unwrap_or_default();
+    let query = link
+        .split_once('?')
+        .map(|(_, q)| q.split('>').next().unwrap_or_default())
+        .unwrap_or_default();
     let pairs = query::pairs(query).unwrap_or_default();
-    let rebuilt = format!("<{public_url}/v2/{name}/tags/list{}>; rel=\"next\"", tags_query(&pairs));
+    let rebuilt = format!(
+        "<{public_url}/v2/{name}/tags/list{}>; rel=\"next\"",
+        tags_query(&pairs)
+    );
     match HeaderValue::from_str(&rebuilt) {
         Ok(v) => {
             resp.headers_mut().insert(header::LINK, v);
@@ -283,9 +365,27 @@ mod tests {
         assert_eq!(route("/v2/"), Route::Ping);
         assert_eq!(route("/v2"), Route::Ping);
         assert_eq!(route("/v2/_catalog"), Route::Catalog);
-        assert_eq!(route("/v2/a/b/manifests/latest"), Route::Manifest { name: "a/b", reference: "latest" });
-        assert_eq!(route("/v2/a/manifests/x/manifests/y"), Route::Manifest { name: "a/manifests/x", reference: "y" });
-        assert_eq!(route("/v2/a/blobs/sha256:00"), Route::Blob { name: "a", digest: "sha256:00" });
+        assert_eq!(
+            route("/v2/a/b/manifests/latest"),
+            Route::Manifest {
+                name: "a/b",
+                reference: "latest"
+            }
+        );
+        assert_eq!(
+            route("/v2/a/manifests/x/manifests/y"),
+            Route::Manifest {
+                name: "a/manifests/x",
+                reference: "y"
+            }
+        );
+        assert_eq!(
+            route("/v2/a/blobs/sha256:00"),
+            Route::Blob {
+                name: "a",
+                digest: "sha256:00"
+            }
+        );
         assert_eq!(route("/v2/a/tags/list"), Route::Tags { name: "a" });
         assert_eq!(route("/v2/a/tags/list/"), Route::Tags { name: "a" });
         assert_eq!(route("/v2/a/blobs/uploads/"), Route::Upload);
@@ -295,7 +395,11 @@ mod tests {
 
     #[test]
     fn tags_query_keeps_only_pagination() {
-        let p = vec![("n".into(), "2".into()), ("x".into(), "y".into()), ("last".into(), "a b".into())];
+        let p = vec![
+            ("n".into(), "2".into()),
+            ("x".into(), "y".into()),
+            ("last".into(), "a b".into()),
+        ];
         assert_eq!(tags_query(&p), "?n=2&last=a+b");
         assert_eq!(tags_query(&[]), "");
     }

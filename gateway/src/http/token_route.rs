@@ -35,7 +35,9 @@ pub fn basic_login(authorization: Option<&str>) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let login = text.split_once(':').map_or(text.as_str(), |(user, _)| user);
     (!login.is_empty()).then(|| login.to_owned())
@@ -47,7 +49,11 @@ fn expiry(body: &TokenBody, date: Option<&str>) -> Result<SystemTime, &'static s
         None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN,
         Some(v) => v
             .as_u64()
-            .or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64))
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             .ok_or("expires_in is not a number")?,
     };
@@ -56,31 +62,54 @@ fn expiry(body: &TokenBody, date: Option<&str>) -> Result<SystemTime, &'static s
             let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
                 .map_err(|_| "issued_at is not an RFC 3339 time")?;
             SystemTime::UNIX_EPOCH
-                .checked_add(Duration::from_secs(u64::try_from(t.unix_timestamp()).map_err(|_| "issued_at is before 1970")?))
+                .checked_add(Duration::from_secs(
+                    u64::try_from(t.unix_timestamp()).map_err(|_| "issued_at is before 1970")?,
+                ))
                 .ok_or("issued_at is out of range")?
         }
-        (None, Some(d)) => httpdate::parse_http_date(d).map_err(|_| "the Date header is not an HTTP date")?,
+        (None, Some(d)) => {
+            httpdate::parse_http_date(d).map_err(|_| "the Date header is not an HTTP date")?
+        }
         (None, None) => SystemTime::now(),
     };
-    issued.checked_add(Duration::from_secs(expires_in)).ok_or("expiry is out of range")
+    issued
+        .checked_add(Duration::from_secs(expires_in))
+        .ok_or("expiry is out of range")
 }
 
 fn malformed(why: &str) -> HttpResponse {
     tracing::warn!(reason = why, "malformed token answer from central");
-    errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "received a malformed token response")
+    errors::respond(
+        StatusCode::BAD_GATEWAY,
+        Code::UpstreamError,
+        "received a malformed token response",
+    )
 }
 
-pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Upstreams>) -> HttpResponse {
+pub async fn token(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    up: web::Data<Upstreams>,
+) -> HttpResponse {
     let pairs = match query::pairs(req.query_string()) {
         Ok(p) => p,
-        Err(e) => return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string()),
+        Err(e) => {
+            return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string());
+        }
     };
-    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // Central issues the token to whoever the credentials authenticate: that is
     // the user it is stored and refreshed for. `account` is only what the client
     // claims (flatpak sends none), passed on to central as Katello expects it.
     let login = basic_login(authorization.as_deref());
-    let account = query::first(&pairs, "account").filter(|a| !a.is_empty()).map(str::to_owned).or_else(|| login.clone());
+    let account = query::first(&pairs, "account")
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .or_else(|| login.clone());
     let mut central_query = form_urlencoded::Serializer::new(String::new());
     if let Some(a) = &account {
         central_query.append_pair("account", a);
@@ -88,14 +117,23 @@ pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
     for (k, v) in pairs.iter().filter(|(k, _)| k == "scope") {
         central_query.append_pair(k, v);
     }
-    let answer = match up.central.token(authorization.as_deref(), &central_query.finish()).await {
+    let answer = match up
+        .central
+        .token(authorization.as_deref(), &central_query.finish())
+        .await
+    {
         Ok(a) => a,
         Err(e) => return upstream_failure(&e),
     };
     if answer.status != StatusCode::OK {
         // Central's refusal is the client's business: relay it as it came.
-        let status = StatusCode::from_u16(answer.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let status = if status.is_server_error() { StatusCode::BAD_GATEWAY } else { status };
+        let status =
+            StatusCode::from_u16(answer.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let status = if status.is_server_error() {
+            StatusCode::BAD_GATEWAY
+        } else {
+            status
+        };
         let mut resp = HttpResponse::build(status);
         resp.insert_header((API_VERSION_HEADER, API_VERSION));
         if let Some(ct) = &answer.content_type {
@@ -103,8 +141,12 @@ pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
         }
         return resp.body(answer.body);
     }
-    let Ok(body) = serde_json::from_slice::<TokenBody>(&answer.body) else { return malformed("not a JSON object") };
-    let Some(serde_json::Value::String(token)) = &body.token else { return malformed("no token") };
+    let Ok(body) = serde_json::from_slice::<TokenBody>(&answer.body) else {
+        return malformed("not a JSON object");
+    };
+    let Some(serde_json::Value::String(token)) = &body.token else {
+        return malformed("no token");
+    };
     if token == "unauthorized" {
         let s = &shared.config.server;
         return errors::unauthorized(&s.public_url, &s.public_host, None, "unauthorized");
@@ -126,13 +168,18 @@ pub async fn token(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Up
         Some(login) if expires_at > SystemTime::now() => {
             // The store writes its file: keep that off the worker thread.
             let (store, digest, login) = (Arc::clone(&shared), digest.clone(), login.clone());
-            let stored = web::block(move || store.state.tokens().insert(&digest, &login, expires_at)).await;
+            let stored =
+                web::block(move || store.state.tokens().insert(&digest, &login, expires_at)).await;
             if stored.is_err() {
-                tracing::error!("could not store a token; it will be validated with central on use");
+                tracing::error!(
+                    "could not store a token; it will be validated with central on use"
+                );
             }
         }
         Some(_) => tracing::debug!("central issued an already expired token; not stored"),
-        None => tracing::debug!("token issued without Basic credentials; it will be validated with central on use"),
+        None => tracing::debug!(
+            "token issued without Basic credentials; it will be validated with central on use"
+        ),
     }
     if let (Some(auth), Some(login)) = (authorization.as_deref(), login.as_deref()) {
         refresh_user(&shared, &up, auth, login).await;
@@ -149,7 +196,9 @@ async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str,
     let repositories = match up.central.catalog_for_authorization(authorization).await {
         Lookup::Granted(r) => r,
         Lookup::Rejected => {
-            tracing::warn!("central refused the _catalog refresh for a user it just issued a token to");
+            tracing::warn!(
+                "central refused the _catalog refresh for a user it just issued a token to"
+            );
             return;
         }
         Lookup::Failed(why) => {
@@ -162,18 +211,28 @@ async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str,
     // `replace` rewrites and fsyncs the state file: not on the worker thread.
     let result = web::block(move || {
         store.state.replace(|old| {
-            if old.user_mapping(&login).is_some_and(|m| m.repositories == repositories) {
+            if old
+                .user_mapping(&login)
+                .is_some_and(|m| m.repositories == repositories)
+            {
                 return Err(Unchanged);
             }
             let mut next = old.clone();
-            next.user_mappings
-                .insert(login.clone(), Mapping { repositories: repositories.clone(), updated_at: SystemTime::now() });
+            next.user_mappings.insert(
+                login.clone(),
+                Mapping {
+                    repositories: repositories.clone(),
+                    updated_at: SystemTime::now(),
+                },
+            );
             Ok(next)
         })
     })
     .await;
     match result {
-        Ok(Err(crate::state::StoreError::Persist(e))) => tracing::error!(error = %e, "cannot persist a user's repositories"),
+        Ok(Err(crate::state::StoreError::Persist(e))) => {
+            tracing::error!(error = %e, "cannot persist a user's repositories")
+        }
         Err(_) => tracing::error!("could not store a user's repositories"),
         Ok(_) => {}
     }
@@ -189,7 +248,10 @@ mod tests {
     #[test]
     fn basic_login_is_the_user_part() {
         let b = base64::engine::general_purpose::STANDARD.encode("alice:s3cr:et");
-        assert_eq!(basic_login(Some(&format!("Basic {b}"))), Some("alice".into()));
+        assert_eq!(
+            basic_login(Some(&format!("Basic {b}"))),
+            Some("alice".into())
+        );
         assert_eq!(basic_login(Some("Basic Og==")), None);
         assert_eq!(basic_login(Some("Bearer x")), None);
         assert_eq!(basic_login(Some("Basic !!!")), None);
@@ -202,10 +264,24 @@ mod tests {
 
     #[test]
     fn expiry_from_issued_at_date_or_now() {
-        let t = expiry(&body(r#"{"token":"t","expires_in":3600,"issued_at":"2026-01-01T00:00:00Z"}"#), None).unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_767_225_600 + 3600);
-        let t = expiry(&body(r#"{"token":"t"}"#), Some("Thu, 01 Jan 2026 00:00:00 GMT")).unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_767_225_600 + 60);
+        let t = expiry(
+            &body(r#"{"token":"t","expires_in":3600,"issued_at":"2026-01-01T00:00:00Z"}"#),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_767_225_600 + 3600
+        );
+        let t = expiry(
+            &body(r#"{"token":"t"}"#),
+            Some("Thu, 01 Jan 2026 00:00:00 GMT"),
+        )
+        .unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_767_225_600 + 60
+        );
         assert!(expiry(&body(r#"{"token":"t","issued_at":"yesterday"}"#), None).is_err());
         assert!(expiry(&body(r#"{"token":"t","expires_in":"soon"}"#), None).is_err());
     }

@@ -19,10 +19,14 @@ const DEFAULT_PAGE: usize = 25;
 /// Pulp's liveness, as the Ruby gateway reported it: 200 `{}` when Pulp answers.
 pub async fn ping(_req: HttpRequest, up: web::Data<Upstreams>) -> HttpResponse {
     match up.pulp.forward(Method::GET, "/v2/", &[]).await {
-        Ok(r) if r.status().is_server_error() => {
-            errors::respond(StatusCode::BAD_GATEWAY, Code::UpstreamError, "Pulp failed to answer")
-        }
-        Ok(_) => HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body("{}"),
+        Ok(r) if r.status().is_server_error() => errors::respond(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamError,
+            "Pulp failed to answer",
+        ),
+        Ok(_) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body("{}"),
         Err(e) => upstream_failure(&e),
     }
 }
@@ -42,7 +46,11 @@ struct SearchBody<'a> {
 
 /// `GET /v1/search?q=&n=`: the visible names containing `q` (case-insensitive).
 /// v2 clients get 404 so they fall back to `_catalog`.
-pub async fn search(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<Upstreams>) -> HttpResponse {
+pub async fn search(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    up: web::Data<Upstreams>,
+) -> HttpResponse {
     let v2_client = req
         .headers()
         .get(HeaderName::from_static("docker-distribution-api-version"))
@@ -53,26 +61,47 @@ pub async fn search(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<U
     }
     let pairs = match query::pairs(req.query_string()) {
         Ok(p) => p,
-        Err(e) => return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string()),
+        Err(e) => {
+            return errors::respond(StatusCode::BAD_REQUEST, Code::Unsupported, &e.to_string());
+        }
     };
     let n = match query::first(&pairs, "n") {
         None => DEFAULT_PAGE,
         Some(v) => match v.parse::<usize>() {
             Ok(n) => n,
-            Err(_) => return errors::respond(StatusCode::BAD_REQUEST, Code::PaginationNumberInvalid, "n must be a number"),
+            Err(_) => {
+                return errors::respond(
+                    StatusCode::BAD_REQUEST,
+                    Code::PaginationNumberInvalid,
+                    "n must be a number",
+                );
+            }
         },
     };
     let q = query::first(&pairs, "q").unwrap_or_default().to_owned();
-    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
 
     // Basic credentials are checked with central directly (docker's v1 search sends them).
     let (snapshot, granted): (std::sync::Arc<Snapshot>, Option<RepoSet>) =
         if basic_login(authorization.as_deref()).is_some() {
-            match up.central.catalog_for_authorization(authorization.as_deref().unwrap_or_default()).await {
+            match up
+                .central
+                .catalog_for_authorization(authorization.as_deref().unwrap_or_default())
+                .await
+            {
                 Lookup::Granted(repos) => (shared.state.snapshot(), Some(repos)),
                 Lookup::Rejected => {
                     let s = &shared.config.server;
-                    return errors::unauthorized(&s.public_url, &s.public_host, None, "invalid credentials");
+                    return errors::unauthorized(
+                        &s.public_url,
+                        &s.public_host,
+                        None,
+                        "invalid credentials",
+                    );
                 }
                 Lookup::Failed(why) => {
                     tracing::warn!(reason = %why, "central unavailable for a search");
@@ -97,10 +126,23 @@ pub async fn search(req: HttpRequest, shared: web::Data<Shared>, up: web::Data<U
     let matches: Vec<&str> = names
         .iter()
         .map(|n| &**n)
-        .filter(|name| snapshot.visible(name, granted.as_ref()) && name.to_lowercase().contains(&needle))
+        .filter(|name| {
+            snapshot.visible(name, granted.as_ref()) && name.to_lowercase().contains(&needle)
+        })
         .collect();
-    let results: Vec<Hit<'_>> = matches.iter().take(n).map(|name| Hit { description: "", name }).collect();
+    let results: Vec<Hit<'_>> = matches
+        .iter()
+        .take(n)
+        .map(|name| Hit {
+            description: "",
+            name,
+        })
+        .collect();
     // The length of the page, as the Ruby gateway counted it.
-    let body = SearchBody { num_results: results.len(), query: &q, results };
+    let body = SearchBody {
+        num_results: results.len(),
+        query: &q,
+        results,
+    };
     HttpResponse::Ok().json(body)
 }

@@ -50,7 +50,9 @@ pub fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b[1..].iter().all(|&x| x.is_ascii_alphanumeric() || x == b'.' || x == b'_' || x == b'-')
+        && b[1..]
+            .iter()
+            .all(|&x| x.is_ascii_alphanumeric() || x == b'.' || x == b'_' || x == b'-')
 }
 
 /// `algorithm:encoded`; the registered algorithms must have their exact hex length.
@@ -58,24 +60,39 @@ pub fn valid_digest(digest: &str) -> bool {
     let Some((algorithm, encoded)) = digest.split_once(':') else {
         return false;
     };
-    let hex_of = |len: usize| encoded.len() == len && encoded.bytes().all(|x| x.is_ascii_digit() || (b'a'..=b'f').contains(&x));
+    let hex_of = |len: usize| {
+        encoded.len() == len
+            && encoded
+                .bytes()
+                .all(|x| x.is_ascii_digit() || (b'a'..=b'f').contains(&x))
+    };
     match algorithm {
         "sha256" => hex_of(64),
         "sha512" => hex_of(128),
         _ => {
             let alg_ok = !algorithm.is_empty()
-                && algorithm.split(['+', '.', '_', '-']).all(|p| !p.is_empty() && p.bytes().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit()));
+                && algorithm.split(['+', '.', '_', '-']).all(|p| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit())
+                });
             alg_ok
                 && !encoded.is_empty()
                 && encoded.len() <= 1024
-                && encoded.bytes().all(|x| x.is_ascii_alphanumeric() || x == b'=' || x == b'_' || x == b'-')
+                && encoded
+                    .bytes()
+                    .all(|x| x.is_ascii_alphanumeric() || x == b'=' || x == b'_' || x == b'-')
         }
     }
 }
 
 /// A manifest reference: a tag or a digest.
 pub fn valid_reference(reference: &str) -> bool {
-    if reference.contains(':') { valid_digest(reference) } else { valid_tag(reference) }
+    if reference.contains(':') {
+        valid_digest(reference)
+    } else {
+        valid_tag(reference)
+    }
 }
 
 #[cfg(test)]
@@ -84,12 +101,21 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "org/flatpak/hello", "a.b", "a_b", "a__b", "a---b", "x/y-z.1", "0"] {
+        for ok in [
+            "a",
+            "org/flatpak/hello",
+            "a.b",
+            "a_b",
+            "a__b",
+            "a---b",
+            "x/y-z.1",
+            "0",
+        ] {
             assert!(valid_name(ok), "{ok}");
         }
         for bad in [
-            "", "A", "a/", "/a", "a//b", "..", "a/../b", "a/./b", "%2e%2e", "a%2fb", "a___b", "a.", ".a", "a-", "a b",
-            "a\0b", "a:b", "é",
+            "", "A", "a/", "/a", "a//b", "..", "a/../b", "a/./b", "%2e%2e", "a%2fb", "a___b", "a.",
+            ".a", "a-", "a b", "a\0b", "a:b", "é",
         ] {
             assert!(!valid_name(bad), "{bad:?}");
         }
@@ -110,6 +136,8 @@ mod tests {
         assert!(!valid_digest("sha256:"));
         assert!(!valid_digest("latest"));
         assert!(!valid_digest("sha256:../../x"));
-        assert!(valid_digest("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8"));
+        assert!(valid_digest(
+            "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8"
+        ));
     }
 }

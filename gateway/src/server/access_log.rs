@@ -11,12 +11,21 @@ use actix_web::{Error, HttpMessage};
 use crate::auth::Identity;
 use crate::http::registry_routes::RouteTemplate;
 
-pub async fn log(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let method = req.method().clone();
     let res = next.call(req).await?;
-    let template = res.request().extensions().get::<RouteTemplate>().map(|t| t.0.to_owned());
-    let route = template.or_else(|| res.request().match_pattern()).unwrap_or_else(|| "-".to_owned());
+    let template = res
+        .request()
+        .extensions()
+        .get::<RouteTemplate>()
+        .map(|t| t.0.to_owned());
+    let route = template
+        .or_else(|| res.request().match_pattern())
+        .unwrap_or_else(|| "-".to_owned());
     let status = res.status().as_u16();
     crate::admin::metrics::request(&route, status, started.elapsed());
     let (kind, id) = match res.request().extensions().get::<Identity>() {

@@ -23,7 +23,9 @@ pub fn capture(conn: &dyn Any, ext: &mut Extensions) {
     if let Some(tls) = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>() {
         let (_, session) = tls.get_ref();
         if let Some(certs) = session.peer_certificates() {
-            ext.insert(PeerChain(Arc::new(certs.iter().map(|c| c.as_ref().to_vec()).collect())));
+            ext.insert(PeerChain(Arc::new(
+                certs.iter().map(|c| c.as_ref().to_vec()).collect(),
+            )));
         }
         ext.insert(Transport::Tls);
     } else {

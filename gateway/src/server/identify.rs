@@ -26,9 +26,17 @@ struct OwnedFacts {
 /// Outcome of identification, as an HTTP answer when it fails.
 pub type Identified = Result<Identity, actix_web::HttpResponse>;
 
-fn gather(req: &HttpRequest, shared: &Shared, allow_forwarded: bool) -> Result<OwnedFacts, actix_web::HttpResponse> {
+fn gather(
+    req: &HttpRequest,
+    shared: &Shared,
+    allow_forwarded: bool,
+) -> Result<OwnedFacts, actix_web::HttpResponse> {
     let tls = req.conn_data::<Transport>().copied() == Some(Transport::Tls);
-    let tls_chain = if tls { req.conn_data::<PeerChain>().map(|c| c.0.clone()) } else { None };
+    let tls_chain = if tls {
+        req.conn_data::<PeerChain>().map(|c| c.0.clone())
+    } else {
+        None
+    };
     let peer = req.peer_addr();
     let mut forwarded_cert = None;
     if allow_forwarded {
@@ -44,13 +52,21 @@ fn gather(req: &HttpRequest, shared: &Shared, allow_forwarded: bool) -> Result<O
                 // through a frontend that does not clear it. Which is genuine
                 // cannot be told, so neither is believed.
                 warn!(peer = ?peer, "several forwarded certificate headers; refusing the request");
-                return Err(errors::respond(StatusCode::UNAUTHORIZED, Code::Unauthorized, "ambiguous client certificate"));
+                return Err(errors::respond(
+                    StatusCode::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    "ambiguous client certificate",
+                ));
             } else if let Some((_, value)) = present.first() {
                 match forwarded::decode(value.as_bytes()) {
                     Ok(der) => forwarded_cert = der,
                     Err(e) => {
                         debug!(error = %e, "undecodable forwarded certificate");
-                        return Err(errors::respond(StatusCode::UNAUTHORIZED, Code::Unauthorized, "invalid client certificate"));
+                        return Err(errors::respond(
+                            StatusCode::UNAUTHORIZED,
+                            Code::Unauthorized,
+                            "invalid client certificate",
+                        ));
                     }
                 }
             }
@@ -61,7 +77,11 @@ fn gather(req: &HttpRequest, shared: &Shared, allow_forwarded: bool) -> Result<O
         Some(v) => match v.to_str() {
             Ok(s) => Some(s.to_owned()),
             Err(_) => {
-                return Err(errors::respond(StatusCode::BAD_REQUEST, Code::Unauthorized, "Authorization header is not ASCII"));
+                return Err(errors::respond(
+                    StatusCode::BAD_REQUEST,
+                    Code::Unauthorized,
+                    "Authorization header is not ASCII",
+                ));
             }
         },
     };
@@ -90,11 +110,18 @@ async fn run_chain(shared: &Arc<Shared>, facts: OwnedFacts) -> Result<Resolved, 
         };
         chain.resolve(&f)
     });
-    let unavailable = |message: String| AuthFailure::Unavailable(crate::auth::BackendError { backend: "chain".into(), message });
+    let unavailable = |message: String| {
+        AuthFailure::Unavailable(crate::auth::BackendError {
+            backend: "chain".into(),
+            message,
+        })
+    };
     let result = match tokio::time::timeout(timeout, call).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(unavailable(format!("auth call failed: {join}"))),
-        Err(_) => Err(unavailable(format!("auth chain took longer than {timeout:?}"))),
+        Err(_) => Err(unavailable(format!(
+            "auth chain took longer than {timeout:?}"
+        ))),
     };
     crate::admin::metrics::plugin_call(started, &result);
     result
@@ -134,7 +161,12 @@ pub async fn identify(req: &HttpRequest, shared: &Arc<Shared>, up: &Upstreams) -
 
 /// A token from our store names its user; any other is asked of central, whose
 /// `_catalog` validates Katello's own tokens (cached under the digest).
-async fn resolve_token(req: &HttpRequest, shared: &Arc<Shared>, up: &Upstreams, digest: String) -> Identified {
+async fn resolve_token(
+    req: &HttpRequest,
+    shared: &Arc<Shared>,
+    up: &Upstreams,
+    digest: String,
+) -> Identified {
     use actix_web::HttpMessage;
     if let Some(login) = shared.state.tokens().lookup(&digest) {
         return Ok(Identity::User(login));
@@ -146,11 +178,20 @@ async fn resolve_token(req: &HttpRequest, shared: &Arc<Shared>, up: &Upstreams, 
         .unwrap_or_default()
         .to_owned();
     let key: Arc<str> = Arc::from(digest.as_str());
-    match shared.entitlements.for_token(&key, || up.central.catalog_for_authorization(&authorization)).await {
+    match shared
+        .entitlements
+        .for_token(&key, || {
+            up.central.catalog_for_authorization(&authorization)
+        })
+        .await
+    {
         Ok(grant) => {
             req.extensions_mut().insert(TokenGrant(grant));
             // The login is not known here; a digest prefix keeps logs useful without the token.
-            Ok(Identity::User(Arc::from(format!("token:{}", &digest[..digest.len().min(12)]))))
+            Ok(Identity::User(Arc::from(format!(
+                "token:{}",
+                &digest[..digest.len().min(12)]
+            ))))
         }
         Err(e) => Err(entitlement_failure(shared, &e)),
     }
@@ -158,7 +199,10 @@ async fn resolve_token(req: &HttpRequest, shared: &Arc<Shared>, up: &Upstreams, 
 
 /// The CN of a management caller: only a certificate from this TLS handshake
 /// counts, never a forwarded header or a token.
-pub async fn tls_host(req: &HttpRequest, shared: &Arc<Shared>) -> Result<Option<Arc<str>>, actix_web::HttpResponse> {
+pub async fn tls_host(
+    req: &HttpRequest,
+    shared: &Arc<Shared>,
+) -> Result<Option<Arc<str>>, actix_web::HttpResponse> {
     let facts = gather(req, shared, false)?;
     if facts.tls_chain.is_empty() {
         return Ok(None);
@@ -198,21 +242,34 @@ pub async fn view(
     use actix_web::HttpMessage;
     let snapshot = shared.state.snapshot();
     if let Some(TokenGrant(grant)) = req.extensions().get::<TokenGrant>().cloned() {
-        return Ok(View { identity, snapshot, grant: Some(grant) });
+        return Ok(View {
+            identity,
+            snapshot,
+            grant: Some(grant),
+        });
     }
     let grant = match &identity {
         Identity::Anonymous => None,
         Identity::Host(uuid) => {
-            let r = shared.entitlements.for_host(&snapshot, uuid, || up.central.catalog_for_host(uuid)).await;
+            let r = shared
+                .entitlements
+                .for_host(&snapshot, uuid, || up.central.catalog_for_host(uuid))
+                .await;
             Some(r.map_err(|e| entitlement_failure(shared, &e))?)
         }
         Identity::User(login) => snapshot.user_mapping(login).map(|m| Grant {
             repositories: m.repositories.clone(),
             source: crate::entitlements::Source::Pushed,
-            age: std::time::SystemTime::now().duration_since(m.updated_at).unwrap_or_default(),
+            age: std::time::SystemTime::now()
+                .duration_since(m.updated_at)
+                .unwrap_or_default(),
         }),
     };
-    Ok(View { identity, snapshot, grant })
+    Ok(View {
+        identity,
+        snapshot,
+        grant,
+    })
 }
 
 fn entitlement_failure(shared: &Shared, e: &EntitlementError) -> actix_web::HttpResponse {

@@ -26,7 +26,10 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] Problems),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Knobs that differ between the service and tests or the demo.
@@ -75,7 +78,10 @@ pub struct Prepared {
     pub backends: Vec<Arc<dyn Authenticator>>,
 }
 
-pub fn prepare(config: &Config, backends: Option<Vec<Arc<dyn Authenticator>>>) -> Result<Prepared, Problems> {
+pub fn prepare(
+    config: &Config,
+    backends: Option<Vec<Arc<dyn Authenticator>>>,
+) -> Result<Prepared, Problems> {
     let mut problems = Vec::new();
     let s = &config.server;
     let tls = if s.listen.is_empty() {
@@ -85,14 +91,27 @@ pub fn prepare(config: &Config, backends: Option<Vec<Arc<dyn Authenticator>>>) -
             .map_err(|e| problems.extend(tls_problem("server.tls_cert", e).0))
             .ok()
     };
-    let upstream = |key: &str, url: &str, tls: &crate::config::UpstreamTls, problems: &mut Vec<_>| {
-        if !url.starts_with("https://") {
-            return None;
-        }
-        crate::tls::client_config(tls).map_err(|e| problems.extend(tls_problem(key, e).0)).ok()
-    };
-    let pulp_tls = upstream("pulp.ssl_cert", &config.pulp.endpoint, &config.pulp.tls, &mut problems);
-    let central_tls = upstream("central.ssl_cert", &config.central.url, &config.central.tls, &mut problems);
+    let upstream =
+        |key: &str, url: &str, tls: &crate::config::UpstreamTls, problems: &mut Vec<_>| {
+            if !url.starts_with("https://") {
+                return None;
+            }
+            crate::tls::client_config(tls)
+                .map_err(|e| problems.extend(tls_problem(key, e).0))
+                .ok()
+        };
+    let pulp_tls = upstream(
+        "pulp.ssl_cert",
+        &config.pulp.endpoint,
+        &config.pulp.tls,
+        &mut problems,
+    );
+    let central_tls = upstream(
+        "central.ssl_cert",
+        &config.central.url,
+        &config.central.tls,
+        &mut problems,
+    );
     let backends = match backends {
         Some(b) => b,
         None => crate::auth::plugin_host::load_chain(&config.plugins, &config.server.client_ca)
@@ -102,7 +121,12 @@ pub fn prepare(config: &Config, backends: Option<Vec<Arc<dyn Authenticator>>>) -
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
-    Ok(Prepared { tls, pulp_tls, central_tls, backends })
+    Ok(Prepared {
+        tls,
+        pulp_tls,
+        central_tls,
+        backends,
+    })
 }
 
 /// Bind the listeners and start serving. Must run inside an actix system.
@@ -145,27 +169,47 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         server = server.disable_signals();
     }
 
-    let bind = |addr: &SocketAddr| TcpListener::bind(addr).map_err(|source| StartError::Bind { addr: *addr, source });
+    let bind = |addr: &SocketAddr| {
+        TcpListener::bind(addr).map_err(|source| StartError::Bind {
+            addr: *addr,
+            source,
+        })
+    };
     let mut tls_addrs = Vec::new();
     if let Some(tls) = &prepared.tls {
         for addr in &config.server.listen {
             let listener = bind(addr)?;
-            let local = listener.local_addr().map_err(|source| StartError::Bind { addr: *addr, source })?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
             server = server
                 .listen_rustls_0_23(listener, (*tls.config).clone())
-                .map_err(|source| StartError::Bind { addr: *addr, source })?;
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
             tls_addrs.push(local);
         }
     }
     let mut plain_addrs = Vec::new();
     for addr in &config.server.listen_plain {
         let listener = bind(addr)?;
-        let local = listener.local_addr().map_err(|source| StartError::Bind { addr: *addr, source })?;
-        server = server.listen(listener).map_err(|source| StartError::Bind { addr: *addr, source })?;
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        server = server.listen(listener).map_err(|source| StartError::Bind {
+            addr: *addr,
+            source,
+        })?;
         plain_addrs.push(local);
     }
     let admin = match config.admin_listen {
-        Some(addr) => Some(crate::admin::bind(shared.clone(), addr).map_err(|source| StartError::Bind { addr, source })?),
+        Some(addr) => Some(
+            crate::admin::bind(shared.clone(), addr)
+                .map_err(|source| StartError::Bind { addr, source })?,
+        ),
         None => None,
     };
     let admin_addr = admin.as_ref().map(|(addr, _)| *addr);
@@ -196,9 +240,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
 
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(["/index/static", "/index/static/", "/index/dynamic", "/index/dynamic/"])
-            .route(web::get().to(index_route::index))
-            .route(web::head().to(index_route::index)),
+        web::resource([
+            "/index/static",
+            "/index/static/",
+            "/index/dynamic",
+            "/index/dynamic/",
+        ])
+        .route(web::get().to(index_route::index))
+        .route(web::head().to(index_route::index)),
     )
     .service(web::resource(["/v2/token", "/v2/token/"]).route(web::get().to(token_route::token)))
     .service(web::resource(["/v1/_ping", "/v1/_ping/"]).route(web::get().to(v1_routes::ping)))
@@ -209,5 +258,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn not_found(_req: HttpRequest) -> HttpResponse {
-    errors::respond(actix_web::http::StatusCode::NOT_FOUND, Code::NotFound, "no such route")
+    errors::respond(
+        actix_web::http::StatusCode::NOT_FOUND,
+        Code::NotFound,
+        "no such route",
+    )
 }

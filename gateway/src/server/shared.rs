@@ -33,7 +33,11 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(shared: &Shared) -> Self {
         Self {
-            pulp: PulpClient::new(&shared.config.pulp, shared.pulp_tls.clone(), shared.pulp_answered.clone()),
+            pulp: PulpClient::new(
+                &shared.config.pulp,
+                shared.pulp_tls.clone(),
+                shared.pulp_answered.clone(),
+            ),
             central: CentralClient::new(&shared.config.central, shared.central_tls.clone()),
         }
     }

@@ -22,9 +22,10 @@ pub struct OptionalClientAuth {
 pub(crate) fn hint_subjects(ca: &Path) -> Result<Vec<DistinguishedName>, TlsError> {
     let mut store = rustls::RootCertStore::empty();
     for cert in read_certs(ca)? {
-        store
-            .add(cert)
-            .map_err(|e| TlsError::Certs { path: ca.display().to_string(), message: e.to_string() })?;
+        store.add(cert).map_err(|e| TlsError::Certs {
+            path: ca.display().to_string(),
+            message: e.to_string(),
+        })?;
     }
     Ok(store.subjects())
 }

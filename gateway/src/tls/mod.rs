@@ -40,7 +40,10 @@ pub enum TlsError {
 }
 
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |message: String| TlsError::Certs { path: path.display().to_string(), message };
+    let err = |message: String| TlsError::Certs {
+        path: path.display().to_string(),
+        message,
+    };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -52,8 +55,10 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| TlsError::Key { path: path.display().to_string(), message: e.to_string() })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Load a certificate chain and its key, checking that they belong together.
@@ -105,7 +110,11 @@ impl ServerTls {
         // reconnect for every request, so session resumption is worth its memory.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.session_storage = ServerSessionMemoryCache::new(16 * 1024);
-        Ok(Self { config: Arc::new(config), cert, client_auth })
+        Ok(Self {
+            config: Arc::new(config),
+            cert,
+            client_auth,
+        })
     }
 
     /// Re-read the certificate, key and client CA bundle. Either all of them

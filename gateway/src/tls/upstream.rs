@@ -12,9 +12,10 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(ca) = &tls.ca {
         for cert in read_certs(ca)? {
-            roots
-                .add(cert)
-                .map_err(|e| TlsError::Certs { path: ca.display().to_string(), message: e.to_string() })?;
+            roots.add(cert).map_err(|e| TlsError::Certs {
+                path: ca.display().to_string(),
+                message: e.to_string(),
+            })?;
         }
     }
     let builder = ClientConfig::builder_with_provider(provider())

@@ -26,7 +26,11 @@ struct Catalog {
 
 impl CentralClient {
     pub fn new(cfg: &CentralConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
-        Self { client: build_client(tls, cfg.timeout), catalog_url: cfg.endpoint("_catalog"), cfg: cfg.clone() }
+        Self {
+            client: build_client(tls, cfg.timeout),
+            catalog_url: cfg.endpoint("_catalog"),
+            cfg: cfg.clone(),
+        }
     }
 
     pub fn config(&self) -> &CentralConfig {
@@ -39,7 +43,10 @@ impl CentralClient {
 
     /// `GET /v2/_catalog` with `HostUUID`.
     pub async fn catalog_for_host(&self, uuid: &str) -> Lookup {
-        let req = self.client.get(&self.catalog_url).insert_header(("Accept", "application/json"));
+        let req = self
+            .client
+            .get(&self.catalog_url)
+            .insert_header(("Accept", "application/json"));
         let req = match awc::http::header::HeaderValue::from_str(uuid) {
             Ok(v) => req.insert_header(("HostUUID", v)),
             Err(_) => return Lookup::Failed("host UUID is not a valid header value".into()),
@@ -49,7 +56,10 @@ impl CentralClient {
 
     /// `GET /v2/_catalog` with a client's own `Authorization` (bearer token or Basic).
     pub async fn catalog_for_authorization(&self, authorization: &str) -> Lookup {
-        let req = self.client.get(&self.catalog_url).insert_header(("Accept", "application/json"));
+        let req = self
+            .client
+            .get(&self.catalog_url)
+            .insert_header(("Accept", "application/json"));
         let req = match awc::http::header::HeaderValue::from_str(authorization) {
             Ok(v) => req.insert_header((awc::http::header::AUTHORIZATION, v)),
             Err(_) => return Lookup::Rejected,
@@ -69,7 +79,9 @@ impl CentralClient {
         }
         let body = match resp.body().limit(CATALOG_LIMIT).await {
             Ok(b) => b,
-            Err(e) => return Lookup::Failed(UpstreamError::from_payload(e, CATALOG_LIMIT).to_string()),
+            Err(e) => {
+                return Lookup::Failed(UpstreamError::from_payload(e, CATALOG_LIMIT).to_string());
+            }
         };
         match serde_json::from_slice::<Catalog>(&body) {
             Ok(c) => Lookup::Granted(RepoSet::new(c.repositories)),
@@ -91,20 +103,46 @@ const TOKEN_LIMIT: usize = 1024 * 1024;
 
 impl CentralClient {
     /// `GET /v2/token?<query>` with the client's `Authorization`, if any.
-    pub async fn token(&self, authorization: Option<&str>, query: &str) -> Result<TokenAnswer, UpstreamError> {
-        let url = if query.is_empty() { self.cfg.endpoint("token") } else { format!("{}?{query}", self.cfg.endpoint("token")) };
-        let mut req = self.client.get(url).insert_header(("Accept", "application/json"));
+    pub async fn token(
+        &self,
+        authorization: Option<&str>,
+        query: &str,
+    ) -> Result<TokenAnswer, UpstreamError> {
+        let url = if query.is_empty() {
+            self.cfg.endpoint("token")
+        } else {
+            format!("{}?{query}", self.cfg.endpoint("token"))
+        };
+        let mut req = self
+            .client
+            .get(url)
+            .insert_header(("Accept", "application/json"));
         if let Some(auth) = authorization {
-            let value = awc::http::header::HeaderValue::from_str(auth)
-                .map_err(|_| UpstreamError::Response("Authorization is not a valid header value".into()))?;
+            let value = awc::http::header::HeaderValue::from_str(auth).map_err(|_| {
+                UpstreamError::Response("Authorization is not a valid header value".into())
+            })?;
             req = req.insert_header((awc::http::header::AUTHORIZATION, value));
         }
         let mut resp = send(req).await?;
-        let header = |name| resp.headers().get(name).and_then(|v: &awc::http::header::HeaderValue| v.to_str().ok()).map(str::to_owned);
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &awc::http::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let content_type = header(awc::http::header::CONTENT_TYPE);
         let date = header(awc::http::header::DATE);
-        let body = resp.body().limit(TOKEN_LIMIT).await.map_err(|e| UpstreamError::from_payload(e, TOKEN_LIMIT))?;
-        Ok(TokenAnswer { status: resp.status(), content_type, date, body })
+        let body = resp
+            .body()
+            .limit(TOKEN_LIMIT)
+            .await
+            .map_err(|e| UpstreamError::from_payload(e, TOKEN_LIMIT))?;
+        Ok(TokenAnswer {
+            status: resp.status(),
+            content_type,
+            date,
+            body,
+        })
     }
 }
 

@@ -43,8 +43,13 @@ impl UpstreamError {
 }
 
 /// Build an awc client: no redirects followed (we relay them), no default headers.
-pub(crate) fn build_client(tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> awc::Client {
-    let mut connector = awc::Connector::new().timeout(timeout.min(Duration::from_secs(10))).limit(256);
+pub(crate) fn build_client(
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> awc::Client {
+    let mut connector = awc::Connector::new()
+        .timeout(timeout.min(Duration::from_secs(10)))
+        .limit(256);
     if let Some(tls) = tls {
         connector = connector.rustls_0_23(tls);
     }
@@ -53,6 +58,9 @@ pub(crate) fn build_client(tls: Option<Arc<rustls::ClientConfig>>, timeout: Dura
         .timeout(timeout)
         .disable_redirects()
         .no_default_headers()
-        .add_default_header((awc::http::header::USER_AGENT, concat!("container-gateway/", env!("CARGO_PKG_VERSION"))))
+        .add_default_header((
+            awc::http::header::USER_AGENT,
+            concat!("container-gateway/", env!("CARGO_PKG_VERSION")),
+        ))
         .finish()
 }

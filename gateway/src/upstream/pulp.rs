@@ -29,8 +29,16 @@ pub struct Buffered {
 
 impl PulpClient {
     /// `answered` is set on Pulp's first non-5xx answer (readiness).
-    pub fn new(cfg: &PulpConfig, tls: Option<Arc<rustls::ClientConfig>>, answered: Arc<AtomicBool>) -> Self {
-        Self { client: build_client(tls, cfg.timeout), base: cfg.registry_base(), answered }
+    pub fn new(
+        cfg: &PulpConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        answered: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            client: build_client(tls, cfg.timeout),
+            base: cfg.registry_base(),
+            answered,
+        }
     }
 
     async fn send(&self, req: awc::ClientRequest) -> Result<awc::ClientResponse, UpstreamError> {
@@ -50,11 +58,28 @@ impl PulpClient {
         } else {
             format!("{}/index/{kind}?{query}", self.base)
         };
-        let mut resp = self.send(self.client.get(url).insert_header(("Accept", "application/json"))).await?;
-        let content_type =
-            resp.headers().get(awc::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = resp.body().limit(INDEX_LIMIT).await.map_err(|e| UpstreamError::from_payload(e, INDEX_LIMIT))?;
-        Ok(Buffered { status: resp.status(), content_type, body })
+        let mut resp = self
+            .send(
+                self.client
+                    .get(url)
+                    .insert_header(("Accept", "application/json")),
+            )
+            .await?;
+        let content_type = resp
+            .headers()
+            .get(awc::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp
+            .body()
+            .limit(INDEX_LIMIT)
+            .await
+            .map_err(|e| UpstreamError::from_payload(e, INDEX_LIMIT))?;
+        Ok(Buffered {
+            status: resp.status(),
+            content_type,
+            body,
+        })
     }
 
     /// Send a v2 read request (`path` starts with `/v2/`), keeping the response
@@ -63,9 +88,14 @@ impl PulpClient {
         &self,
         method: Method,
         path_and_query: &str,
-        headers: &[(awc::http::header::HeaderName, awc::http::header::HeaderValue)],
+        headers: &[(
+            awc::http::header::HeaderName,
+            awc::http::header::HeaderValue,
+        )],
     ) -> Result<awc::ClientResponse, UpstreamError> {
-        let mut req = self.client.request(method, format!("{}{path_and_query}", self.base));
+        let mut req = self
+            .client
+            .request(method, format!("{}{path_and_query}", self.base));
         for (name, value) in headers {
             req = req.append_header((name.clone(), value.clone()));
         }

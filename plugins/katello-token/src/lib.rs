@@ -23,8 +23,12 @@ const ANONYMOUS_TOKENS: [&str; 2] = ["unauthenticated", "unauthorized"];
 impl KatelloToken {
     /// The decision for one `Authorization` header value.
     pub fn decide(authorization: Option<&str>) -> Decision {
-        let Some(value) = authorization else { return Decision::Abstain };
-        let Some((scheme, token)) = value.trim().split_once(' ') else { return Decision::Abstain };
+        let Some(value) = authorization else {
+            return Decision::Abstain;
+        };
+        let Some((scheme, token)) = value.trim().split_once(' ') else {
+            return Decision::Abstain;
+        };
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Decision::Abstain;
         }
@@ -60,21 +64,38 @@ mod tests {
     #[test]
     fn bearer_tokens_become_digests() {
         let d = KatelloToken::decide(Some("Bearer abc"));
-        assert_eq!(d, Decision::Token("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into()));
+        assert_eq!(
+            d,
+            Decision::Token(
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into()
+            )
+        );
         assert_eq!(KatelloToken::decide(Some("bearer  abc ")), d);
     }
 
     #[test]
     fn legacy_literals_are_anonymous() {
-        assert_eq!(KatelloToken::decide(Some("Bearer unauthenticated")), Decision::Allow(Identity::Anonymous));
-        assert_eq!(KatelloToken::decide(Some("Bearer unauthorized")), Decision::Allow(Identity::Anonymous));
+        assert_eq!(
+            KatelloToken::decide(Some("Bearer unauthenticated")),
+            Decision::Allow(Identity::Anonymous)
+        );
+        assert_eq!(
+            KatelloToken::decide(Some("Bearer unauthorized")),
+            Decision::Allow(Identity::Anonymous)
+        );
     }
 
     #[test]
     fn other_schemes_abstain() {
         assert_eq!(KatelloToken::decide(None), Decision::Abstain);
-        assert_eq!(KatelloToken::decide(Some("Basic dXNlcjpwYXNz")), Decision::Abstain);
+        assert_eq!(
+            KatelloToken::decide(Some("Basic dXNlcjpwYXNz")),
+            Decision::Abstain
+        );
         assert_eq!(KatelloToken::decide(Some("garbage")), Decision::Abstain);
-        assert!(matches!(KatelloToken::decide(Some("Bearer ")), Decision::Abstain | Decision::Deny(_)));
+        assert!(matches!(
+            KatelloToken::decide(Some("Bearer ")),
+            Decision::Abstain | Decision::Deny(_)
+        ));
     }
 }
