@@ -96,3 +96,25 @@ fn the_missing_runtime_warning_is_counted_once_per_host_and_index_version() {
         .unwrap_or_else(|| panic!("no index_apps_missing_runtime in\n{metrics}"));
     assert_eq!(line.split_whitespace().last(), Some("1"), "{line}");
 }
+
+#[test]
+fn the_admin_listener_explains_a_host_from_the_running_gateway() {
+    let env = env();
+    let admin = env.gateway.admin_url().expect("admin listener");
+    let r = gateway_tests::client::Curl::new(&admin).get(&format!("/explain/host/{APP_ONLY}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["identity"], format!("host:{APP_ONLY}"));
+    assert_eq!(v["source"], "pushed by Katello");
+    assert_eq!(v["repositories"][0]["name"], "org/flatpak/app");
+    let missing = v["index"]["missing"].as_array().expect("missing list");
+    assert!(
+        missing
+            .iter()
+            .any(|m| m["kind"] == "runtime" && m["held_by"][0] == "org/flatpak/platform"),
+        "{v}"
+    );
+    let r = gateway_tests::client::Curl::new(&admin).get("/explain/anonymous");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["repositories"].as_array().map(Vec::len), Some(0));
+}

@@ -1,4 +1,5 @@
-//! The admin listener (`admin.listen`): `/metrics`, `/healthz`, `/readyz`.
+//! The admin listener (`admin.listen`): `/metrics`, `/healthz`, `/readyz`,
+//! and `/explain/{host/<uuid>,user/<login>,anonymous}`.
 //!
 //! Plain HTTP with no authentication, so configuration only allows loopback;
 //! it is its own server, sharing nothing with the client listeners' routes.
@@ -15,6 +16,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{App, HttpResponse, HttpServer, web};
 
 use crate::server::shared::Shared;
+use crate::upstream::central::CentralClient;
 use crate::upstream::pulp::PulpClient;
 
 /// `/readyz` asks Pulp itself until Pulp has answered once; a probe must not
@@ -37,12 +39,26 @@ pub fn bind(
             shared.pulp_tls.clone(),
             shared.pulp_answered.clone(),
         );
+        let central = CentralClient::new(&shared.config.central, shared.central_tls.clone());
         App::new()
             .app_data(web::Data::from(shared.clone()))
             .app_data(web::Data::new(pulp))
+            .app_data(web::Data::new(central))
             .route("/metrics", web::get().to(metrics_route))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route(
+                "/explain/host/{uuid}",
+                web::get().to(crate::explain::live::host),
+            )
+            .route(
+                "/explain/user/{login}",
+                web::get().to(crate::explain::live::user),
+            )
+            .route(
+                "/explain/anonymous",
+                web::get().to(crate::explain::live::anonymous),
+            )
             .default_service(web::to(HttpResponse::NotFound))
     })
     .workers(1)
