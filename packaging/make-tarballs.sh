@@ -31,11 +31,10 @@ mkdir -p "$out"
 stage=$(mktemp -d "$out/stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
-# Same bytes for the same tree: fixed order, owner and time.
-mtime=$(git log -1 --format=%ct 2>/dev/null || date +%s)
-pack() { # pack ARCHIVE [tar options...] -- reads NUL-separated paths on stdin
-    local archive=$1
-    shift
+# Same bytes for the same files: fixed order, owner and time.
+pack() { # pack ARCHIVE MTIME [tar options...]; NUL-separated paths on stdin
+    local archive=$1 mtime=$2
+    shift 2
     tar "$@" --sort=name --mtime="@$mtime" --owner=0 --group=0 --numeric-owner --null --files-from=- -cf - |
         gzip -n >"$archive"
 }
@@ -44,7 +43,7 @@ pack() { # pack ARCHIVE [tar options...] -- reads NUL-separated paths on stdin
 # uncommitted change can be packaged too; a fresh clone gives exactly HEAD.
 git ls-files -z --cached --others --exclude-standard |
     while IFS= read -r -d '' f; do [[ -f "$f" ]] && printf '%s\0' "$f"; done |
-    pack "$out/$name-$version.tar.gz" --transform "s|^|$name-$version/|"
+    pack "$out/$name-$version.tar.gz" "$(git log -1 --format=%ct 2>/dev/null || date +%s)" --transform "s|^|$name-$version/|"
 
 cargo vendor --locked --versioned-dirs --quiet "$stage/vendor" >/dev/null
 # The format of %cargo_vendor_manifest: "name vX.Y.Z", registry crates only.
@@ -52,7 +51,9 @@ cargo tree --locked --offline --workspace --edges=normal,build,dev --target=all 
     --prefix=none --format '{p}' |
     sed -e 's/ (proc-macro)//' -e 's/ (\*)$//' -e '/^$/d' -e '\| (/|d' |
     LC_ALL=C sort -u >"$stage/cargo-vendor.txt"
-(cd "$stage" && find vendor cargo-vendor.txt -print0) | pack "$out/$name-$version-vendor.tar.gz" -C "$stage"
+# One fixed time for the crates: a build script's rerun-if-changed then sees
+# the same files as last time, and a kept target directory stays valid.
+(cd "$stage" && find vendor cargo-vendor.txt -print0) | pack "$out/$name-$version-vendor.tar.gz" 946684800 -C "$stage"
 
 cp systemd/$name.sysusers "$out/$name.sysusers"
 ls -l "$out/$name-$version.tar.gz" "$out/$name-$version-vendor.tar.gz" "$out/$name.sysusers"
