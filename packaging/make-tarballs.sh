@@ -35,14 +35,15 @@ trap 'rm -rf "$stage"' EXIT
 pack() { # pack ARCHIVE MTIME [tar options...]; NUL-separated paths on stdin
     local archive=$1 mtime=$2
     shift 2
-    tar "$@" --sort=name --mtime="@$mtime" --owner=0 --group=0 --numeric-owner --null --files-from=- -cf - |
+    tar "$@" --sort=name --mtime="@$mtime" --owner=0 --group=0 --numeric-owner \
+        --no-recursion --null --files-from=- -cf - |
         gzip -n >"$archive"
 }
 
 # Tracked and new (not ignored) files that exist: the tree as it is, so an
 # uncommitted change can be packaged too; a fresh clone gives exactly HEAD.
 git ls-files -z --cached --others --exclude-standard |
-    while IFS= read -r -d '' f; do [[ -f "$f" ]] && printf '%s\0' "$f"; done |
+    while IFS= read -r -d '' f; do if [[ -f "$f" ]]; then printf '%s\0' "$f"; fi; done |
     pack "$out/$name-$version.tar.gz" "$(git log -1 --format=%ct 2>/dev/null || date +%s)" --transform "s|^|$name-$version/|"
 
 cargo vendor --locked --versioned-dirs --quiet "$stage/vendor" >/dev/null
@@ -53,7 +54,7 @@ cargo tree --locked --offline --workspace --edges=normal,build,dev --target=all 
     LC_ALL=C sort -u >"$stage/cargo-vendor.txt"
 # One fixed time for the crates: a build script's rerun-if-changed then sees
 # the same files as last time, and a kept target directory stays valid.
-(cd "$stage" && find vendor cargo-vendor.txt -print0) | pack "$out/$name-$version-vendor.tar.gz" 946684800 -C "$stage"
+(cd "$stage" && find vendor cargo-vendor.txt -print0 | LC_ALL=C sort -z) | pack "$out/$name-$version-vendor.tar.gz" 946684800 -C "$stage"
 
 cp systemd/$name.sysusers "$out/$name.sysusers"
 ls -l "$out/$name-$version.tar.gz" "$out/$name-$version-vendor.tar.gz" "$out/$name.sysusers"
