@@ -41,6 +41,19 @@ pub struct Grant {
     pub age: Duration,
 }
 
+impl Grant {
+    /// A mapping Katello pushed (or `/v2/token` refreshed), aged from its timestamp.
+    pub fn pushed(mapping: &crate::state::Mapping) -> Grant {
+        Grant {
+            repositories: mapping.repositories.clone(),
+            source: Source::Pushed,
+            age: SystemTime::now()
+                .duration_since(mapping.updated_at)
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Why no grant could be produced.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum EntitlementError {
@@ -116,13 +129,7 @@ impl Entitlements {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Lookup>,
     {
-        let pushed = snapshot.host_mapping(uuid).map(|m| Grant {
-            repositories: m.repositories.clone(),
-            source: Source::Pushed,
-            age: SystemTime::now()
-                .duration_since(m.updated_at)
-                .unwrap_or_default(),
-        });
+        let pushed = snapshot.host_mapping(uuid).map(Grant::pushed);
         let subject = Subject::Host(uuid.clone());
         let cached = self.cached(&subject);
         // The newer of the cached answer and the push decides while it is fresh.

@@ -106,13 +106,11 @@ pub async fn user(
     pulp: web::Data<PulpClient>,
 ) -> HttpResponse {
     let login = login.into_inner();
-    let grant = shared.state.snapshot().user_mapping(&login).map(|m| Grant {
-        repositories: m.repositories.clone(),
-        source: Source::Pushed,
-        age: std::time::SystemTime::now()
-            .duration_since(m.updated_at)
-            .unwrap_or_default(),
-    });
+    let grant = shared
+        .state
+        .snapshot()
+        .user_mapping(&login)
+        .map(Grant::pushed);
     explain(&req, &shared, &pulp, format!("user:{login}"), Ok(grant)).await
 }
 

@@ -257,13 +257,7 @@ pub async fn view(
                 .await;
             Some(r.map_err(|e| entitlement_failure(shared, &e))?)
         }
-        Identity::User(login) => snapshot.user_mapping(login).map(|m| Grant {
-            repositories: m.repositories.clone(),
-            source: crate::entitlements::Source::Pushed,
-            age: std::time::SystemTime::now()
-                .duration_since(m.updated_at)
-                .unwrap_or_default(),
-        }),
+        Identity::User(login) => snapshot.user_mapping(login).map(Grant::pushed),
     };
     Ok(View {
         identity,
