@@ -464,6 +464,22 @@ fn third_party_plugin_built_against_the_abi_crate_works() {
 }
 
 #[test]
+fn only_plugins_declaring_non_blocking_run_inline() {
+    let dir = PluginDir::with(&["rhsm-cert", "katello-token", "example-header-auth"]);
+    let shipped = load(&dir.config(&["rhsm-cert", "katello-token"])).expect("loads");
+    assert!(shipped.iter().all(|b| !b.may_block()));
+    assert!(!AuthChain::new(shipped).may_block());
+    // The third-party plugin does not declare the flag: the whole chain then
+    // goes to the blocking pool.
+    let mixed = load(&dir.config(&["rhsm-cert", "example-header-auth"])).expect("loads");
+    assert!(mixed[1].may_block());
+    assert!(AuthChain::new(mixed).may_block());
+    // A table of the first v1 size has no flags field, whatever lies past it.
+    let old = load_with("bad-plugin", serde_json::json!({"mode": "ok"}));
+    assert!(old.may_block());
+}
+
+#[test]
 fn c_plugin_built_from_the_header_works() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let source = root.join("tests/plugins/c-example/c_example.c");
@@ -503,6 +519,7 @@ fn c_plugin_built_from_the_header_works() {
     std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
     let plugin = load_one(&dir, "c-example");
+    assert!(plugin.may_block(), "the example sets no flags");
     let facts = AuthFacts {
         authorization: Some("Example x"),
         ..Default::default()

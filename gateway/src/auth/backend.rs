@@ -53,4 +53,10 @@ pub struct BackendError {
 pub trait Authenticator: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn authenticate(&self, facts: &AuthFacts<'_>) -> Result<AuthDecision, BackendError>;
+
+    /// Whether a call may wait (I/O, sleeping): such a chain runs on the
+    /// blocking pool, under `plugins.call_timeout_ms`.
+    fn may_block(&self) -> bool {
+        true
+    }
 }

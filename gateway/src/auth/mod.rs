@@ -34,11 +34,22 @@ pub enum Resolved {
 #[derive(Clone, Default)]
 pub struct AuthChain {
     backends: Vec<Arc<dyn Authenticator>>,
+    may_block: bool,
 }
 
 impl AuthChain {
     pub fn new(backends: Vec<Arc<dyn Authenticator>>) -> Self {
-        Self { backends }
+        let may_block = backends.iter().any(|b| b.may_block());
+        Self {
+            backends,
+            may_block,
+        }
+    }
+
+    /// Whether any backend may wait, so that the chain must not run on a
+    /// thread serving requests.
+    pub fn may_block(&self) -> bool {
+        self.may_block
     }
 
     pub fn names(&self) -> Vec<String> {

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use gateway_plugin_abi::{
-    ABI_VERSION, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, ENTRY_SYMBOL, EntryFn, level,
-    status,
+    ABI_VERSION, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, ENTRY_SYMBOL, EntryFn,
+    V1_BASE_SIZE, flags, level, status,
 };
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use serde::Deserialize;
@@ -140,17 +140,16 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
             format!("ABI version mismatch: expected {ABI_VERSION}, found {abi_version}"),
         ));
     }
-    let known = std::mem::size_of::<CgAuthPluginV1>();
-    if (struct_size as usize) < known {
+    if (struct_size as usize) < V1_BASE_SIZE {
         return Err(chain_problem(
             name,
             &path,
-            format!("plugin table too small: expected at least {known} bytes, found {struct_size}"),
+            format!(
+                "plugin table too small: expected at least {V1_BASE_SIZE} bytes, found {struct_size}"
+            ),
         ));
     }
-    // SAFETY: the plugin declares a table of at least `known` bytes, static
-    // for the life of the (never unloaded) library.
-    let table: &'static CgAuthPluginV1 = unsafe { &*table };
+    let table = read_table(table, struct_size);
     let (Some(init), Some(authenticate), Some(free_buf), Some(destroy)) = (
         table.init,
         table.authenticate,
@@ -192,6 +191,7 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
             tracing::info!(plugin = name, declared = %declared, path = %path.display(), "auth plugin loaded");
             Ok(PluginBackend {
                 name: name.to_owned(),
+                non_blocking: table.flags & flags::NON_BLOCKING != 0,
                 instance,
                 authenticate,
                 free_buf,
@@ -360,11 +360,16 @@ impl OwnedBuf {
     }
 
     fn lossy(&self) -> String {
-        match self.bytes() {
-            Ok([]) => "(no message)".to_owned(),
-            Ok(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            Err(e) => format!("(unreadable message: {e})"),
-        }
+        lossy(self.bytes())
+    }
+}
+
+/// A plugin's message for the logs, whatever its bytes.
+fn lossy(bytes: Result<&[u8], &str>) -> String {
+    match bytes {
+        Ok([]) => "(no message)".to_owned(),
+        Ok(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Err(e) => format!("(unreadable message: {e})"),
     }
 }
 
@@ -383,8 +388,27 @@ impl Drop for OwnedBuf {
 }
 
 /// One initialised plugin instance.
+/// The plugin's table as this host knows it: the bytes the plugin declares,
+/// and zero for fields appended after it was built (every field's zero is
+/// valid: null pointers, `None` functions, no flags).
+fn read_table(table: *const CgAuthPluginV1, struct_size: u32) -> CgAuthPluginV1 {
+    let len = (struct_size as usize).min(std::mem::size_of::<CgAuthPluginV1>());
+    let mut copy = std::mem::MaybeUninit::<CgAuthPluginV1>::zeroed();
+    // SAFETY: the plugin declares `struct_size` readable bytes at `table`,
+    // static for the life of the never-unloaded library, and `len` bytes fit
+    // in `copy`; the regions cannot overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(table.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), len)
+    };
+    // SAFETY: every byte is either the plugin's (a v1 table's fields at their
+    // ABI offsets) or zero, which is a valid value for each field.
+    unsafe { copy.assume_init() }
+}
+
 struct PluginBackend {
     name: String,
+    /// The plugin declared `flags::NON_BLOCKING`.
+    non_blocking: bool,
     instance: *mut c_void,
     authenticate: unsafe extern "C" fn(*const c_void, *const CgAuthRequest, *mut CgBuf) -> u32,
     free_buf: unsafe extern "C" fn(CgBuf),
@@ -443,69 +467,80 @@ impl PluginBackend {
     }
 
     fn decode(&self, code: u32, out: &OwnedBuf) -> Result<AuthDecision, BackendError> {
-        match code {
-            status::ABSTAIN => Ok(AuthDecision::Abstain),
-            status::ALLOW | status::TOKEN => {
-                let bytes = out.bytes().map_err(|e| self.error(e))?;
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|_| self.error("identity document is not UTF-8"))?;
-                let doc: IdentityDoc<'_> = serde_json::from_str(text)
-                    .map_err(|e| self.error(format!("malformed identity document: {e}")))?;
-                self.identity(code, doc)
-            }
-            status::DENY => {
-                let bytes = out.bytes().map_err(|e| self.error(e))?;
-                let reason = std::str::from_utf8(bytes)
-                    .map_err(|_| self.error("deny reason is not UTF-8"))?;
-                Ok(AuthDecision::Deny(if reason.is_empty() {
-                    "denied".to_owned()
-                } else {
-                    reason.to_owned()
-                }))
-            }
-            status::ERROR => Err(self.error(format!("plugin error: {}", out.lossy()))),
-            status::PANIC => Err(self.error(format!("plugin panicked: {}", out.lossy()))),
-            other => Err(self.error(format!("plugin returned unknown status {other}"))),
-        }
+        decode_answer(code, out.bytes()).map_err(|message| self.error(message))
     }
+}
 
-    fn identity(&self, code: u32, doc: IdentityDoc<'_>) -> Result<AuthDecision, BackendError> {
-        let id = |value: Option<Cow<'_, str>>, key: &str| -> Result<Arc<str>, BackendError> {
-            let value = value
-                .ok_or_else(|| self.error(format!("{} document without \"{key}\"", doc.kind)))?;
-            if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
-                return Err(self.error(format!("{} document with an invalid \"{key}\"", doc.kind)));
+/// Decode what `authenticate` returned: its status code and the bytes of its
+/// output buffer (or why they could not be read). `Err` holds the reason the
+/// answer is unusable, for the logs; the request then fails closed.
+pub fn decode_answer(code: u32, out: Result<&[u8], &str>) -> Result<AuthDecision, String> {
+    match code {
+        status::ABSTAIN => Ok(AuthDecision::Abstain),
+        status::ALLOW | status::TOKEN => {
+            let bytes = out.map_err(str::to_owned)?;
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| "identity document is not UTF-8".to_owned())?;
+            // serde would also fill the document from an array, by position.
+            if !text
+                .trim_start_matches([' ', '\t', '\n', '\r'])
+                .starts_with('{')
+            {
+                return Err("identity document is not a JSON object".to_owned());
             }
-            Ok(Arc::from(value.as_ref()))
-        };
-        match (code, doc.kind.as_ref()) {
-            (status::ALLOW, "host") => Ok(AuthDecision::Allow(Identity::Host(id(
-                doc.id.clone(),
-                "id",
-            )?))),
-            (status::ALLOW, "user") => Ok(AuthDecision::Allow(Identity::User(id(
-                doc.id.clone(),
-                "id",
-            )?))),
-            (status::ALLOW, "anonymous") => Ok(AuthDecision::Allow(Identity::Anonymous)),
-            (status::TOKEN, "token") => {
-                let digest = doc.sha256.as_deref().unwrap_or_default();
-                if digest.len() != 64
-                    || !digest
-                        .bytes()
-                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                {
-                    return Err(
-                        self.error("token document: \"sha256\" must be 64 lowercase hex digits")
-                    );
-                }
-                Ok(AuthDecision::Token(digest.to_owned()))
-            }
-            (_, kind) => Err(self.error(format!(
-                "status {} with a document of kind {kind:?}",
-                status::name(code)
-            ))),
+            let doc: IdentityDoc<'_> = serde_json::from_str(text)
+                .map_err(|e| format!("malformed identity document: {e}"))?;
+            identity(code, doc)
         }
+        status::DENY => {
+            let bytes = out.map_err(str::to_owned)?;
+            let reason =
+                std::str::from_utf8(bytes).map_err(|_| "deny reason is not UTF-8".to_owned())?;
+            Ok(AuthDecision::Deny(if reason.is_empty() {
+                "denied".to_owned()
+            } else {
+                reason.to_owned()
+            }))
+        }
+        status::ERROR => Err(format!("plugin error: {}", lossy(out))),
+        status::PANIC => Err(format!("plugin panicked: {}", lossy(out))),
+        other => Err(format!("plugin returned unknown status {other}")),
+    }
+}
+
+fn identity(code: u32, doc: IdentityDoc<'_>) -> Result<AuthDecision, String> {
+    let id = |value: Option<Cow<'_, str>>, key: &str| -> Result<Arc<str>, String> {
+        let value = value.ok_or_else(|| format!("{} document without \"{key}\"", doc.kind))?;
+        if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+            return Err(format!("{} document with an invalid \"{key}\"", doc.kind));
+        }
+        Ok(Arc::from(value.as_ref()))
+    };
+    match (code, doc.kind.as_ref()) {
+        (status::ALLOW, "host") => Ok(AuthDecision::Allow(Identity::Host(id(
+            doc.id.clone(),
+            "id",
+        )?))),
+        (status::ALLOW, "user") => Ok(AuthDecision::Allow(Identity::User(id(
+            doc.id.clone(),
+            "id",
+        )?))),
+        (status::ALLOW, "anonymous") => Ok(AuthDecision::Allow(Identity::Anonymous)),
+        (status::TOKEN, "token") => {
+            let digest = doc.sha256.as_deref().unwrap_or_default();
+            if digest.len() != 64
+                || !digest
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                return Err("token document: \"sha256\" must be 64 lowercase hex digits".to_owned());
+            }
+            Ok(AuthDecision::Token(digest.to_owned()))
+        }
+        (_, kind) => Err(format!(
+            "status {} with a document of kind {kind:?}",
+            status::name(code)
+        )),
     }
 }
 
@@ -525,6 +560,10 @@ struct IdentityDoc<'a> {
 impl Authenticator for PluginBackend {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn may_block(&self) -> bool {
+        !self.non_blocking
     }
 
     fn authenticate(&self, facts: &AuthFacts<'_>) -> Result<AuthDecision, BackendError> {
@@ -731,6 +770,17 @@ mod tests {
             let mut text = PeerText::default();
             assert_eq!(text.format(addr), addr.to_string().as_bytes(), "{peer}");
         }
+    }
+
+    #[test]
+    fn identity_documents_are_objects() {
+        assert_eq!(
+            decode_answer(status::ALLOW, Ok(br#" {"kind":"host","id":"u1"}"#)),
+            Ok(AuthDecision::Allow(Identity::Host("u1".into())))
+        );
+        assert!(decode_answer(status::ALLOW, Ok(br#"["host","u1"]"#)).is_err());
+        let token = format!(r#"["token",null,"{}"]"#, "a".repeat(64));
+        assert!(decode_answer(status::TOKEN, Ok(token.as_bytes())).is_err());
     }
 
     #[test]

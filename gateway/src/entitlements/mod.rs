@@ -144,7 +144,16 @@ impl Entitlements {
             return Ok(g.clone());
         }
         crate::admin::metrics::entitlement_lookup(false);
-        self.ask_central(subject, cached, pushed, fetch).await
+        // Central's answer holds its own copy of every name; a proxy caches
+        // hundreds of thousands of hosts sharing a few thousand repositories,
+        // so each name is stored once, in the pushed list's allocation.
+        let interned = move || async move {
+            match fetch().await {
+                Lookup::Granted(repos) => Lookup::Granted(snapshot.intern_set(&repos)),
+                other => other,
+            }
+        };
+        self.ask_central(subject, cached, pushed, interned).await
     }
 
     /// The grant for a bearer token this gateway must validate with central.

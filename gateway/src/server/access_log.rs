@@ -28,18 +28,20 @@ pub async fn log(
         .unwrap_or_else(|| "-".to_owned());
     let status = res.status().as_u16();
     crate::admin::metrics::request(&route, status, started.elapsed());
-    let (kind, id) = match res.request().extensions().get::<Identity>() {
-        Some(identity) => (identity.kind(), identity.id().to_owned()),
-        None => ("-", String::new()),
-    };
-    tracing::info!(
-        target: "access",
-        method = %method,
-        route = %route,
-        status,
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        identity = kind,
-        id = %id,
-    );
+    if tracing::enabled!(target: "access", tracing::Level::INFO) {
+        let (kind, id) = match res.request().extensions().get::<Identity>() {
+            Some(identity) => (identity.kind(), identity.id().to_owned()),
+            None => ("-", String::new()),
+        };
+        tracing::info!(
+            target: "access",
+            method = %method,
+            route = %route,
+            status,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            identity = kind,
+            id = %id,
+        );
+    }
     Ok(res)
 }

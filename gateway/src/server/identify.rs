@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use tracing::{debug, warn};
 
 use crate::auth::{AuthFacts, AuthFailure, Identity, Resolved, forwarded};
-use crate::entitlements::{EntitlementError, Grant};
+use crate::entitlements::{EntitlementError, Grant, Lookup};
 use crate::http::errors::{self, Code};
 use crate::server::conn::{PeerChain, Transport};
 use crate::server::shared::{Shared, Upstreams};
@@ -52,21 +52,13 @@ fn gather(
                 // through a frontend that does not clear it. Which is genuine
                 // cannot be told, so neither is believed.
                 warn!(peer = ?peer, "several forwarded certificate headers; refusing the request");
-                return Err(errors::respond(
-                    StatusCode::UNAUTHORIZED,
-                    Code::Unauthorized,
-                    "ambiguous client certificate",
-                ));
+                return Err(certificate_refused(shared, "ambiguous client certificate"));
             } else if let Some((_, value)) = present.first() {
                 match forwarded::decode(value.as_bytes()) {
                     Ok(der) => forwarded_cert = der,
                     Err(e) => {
                         debug!(error = %e, "undecodable forwarded certificate");
-                        return Err(errors::respond(
-                            StatusCode::UNAUTHORIZED,
-                            Code::Unauthorized,
-                            "invalid client certificate",
-                        ));
+                        return Err(certificate_refused(shared, "invalid client certificate"));
                     }
                 }
             }
@@ -95,11 +87,19 @@ fn gather(
     })
 }
 
+/// 401 for a forwarded certificate header that cannot be believed. With the
+/// Bearer challenge, like every other 401 (a certificate the backends reject
+/// gets one too): without it podman and flatpak do not know where to get a token.
+fn certificate_refused(shared: &Shared, message: &str) -> actix_web::HttpResponse {
+    let s = &shared.config.server;
+    errors::unauthorized(&s.public_url, &s.public_host, None, message)
+}
+
 async fn run_chain(shared: &Arc<Shared>, facts: OwnedFacts) -> Result<Resolved, AuthFailure> {
     let chain = shared.chain.clone();
     let timeout = shared.config.plugins.call_timeout;
     let started = std::time::Instant::now();
-    let call = actix_web::rt::task::spawn_blocking(move || {
+    let resolve = move || {
         let f = AuthFacts {
             tls_chain: &facts.tls_chain,
             forwarded_cert: facts.forwarded.as_deref(),
@@ -109,7 +109,15 @@ async fn run_chain(shared: &Arc<Shared>, facts: OwnedFacts) -> Result<Resolved, 
             peer: facts.peer,
         };
         chain.resolve(&f)
-    });
+    };
+    if !shared.chain.may_block() {
+        // Every backend promised not to wait: the two thread switches of the
+        // blocking pool would cost more than the call itself.
+        let result = resolve();
+        crate::admin::metrics::plugin_call(started, &result);
+        return result;
+    }
+    let call = actix_web::rt::task::spawn_blocking(resolve);
     let unavailable = |message: String| {
         AuthFailure::Unavailable(crate::auth::BackendError {
             backend: "chain".into(),
@@ -181,7 +189,7 @@ async fn resolve_token(
     match shared
         .entitlements
         .for_token(&key, || {
-            up.central.catalog_for_authorization(&authorization)
+            central_within(shared, up.central.catalog_for_authorization(&authorization))
         })
         .await
     {
@@ -253,7 +261,9 @@ pub async fn view(
         Identity::Host(uuid) => {
             let r = shared
                 .entitlements
-                .for_host(&snapshot, uuid, || up.central.catalog_for_host(uuid))
+                .for_host(&snapshot, uuid, || {
+                    central_within(shared, up.central.catalog_for_host(uuid))
+                })
                 .await;
             Some(r.map_err(|e| entitlement_failure(shared, &e))?)
         }
@@ -264,6 +274,20 @@ pub async fn view(
         snapshot,
         grant,
     })
+}
+
+/// Central's answer within `central.timeout_secs`, body included. The
+/// client's own timeout ends with the response head: a central that stalled
+/// after it held the lookup, and every request coalesced on it, for as long as
+/// the stall lasted, instead of falling back to the last answer or a 503.
+pub async fn central_within(
+    shared: &Shared,
+    lookup: impl std::future::Future<Output = Lookup>,
+) -> Lookup {
+    let timeout = shared.config.central.timeout;
+    actix_web::rt::time::timeout(timeout, lookup)
+        .await
+        .unwrap_or_else(|_| Lookup::Failed(format!("central did not answer within {timeout:?}")))
 }
 
 fn entitlement_failure(shared: &Shared, e: &EntitlementError) -> actix_web::HttpResponse {

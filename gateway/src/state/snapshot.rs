@@ -113,6 +113,11 @@ impl Snapshot {
             .unwrap_or_else(|| Arc::from(name))
     }
 
+    /// The same set, each name held in the list's allocation where it is on the list.
+    pub fn intern_set(&self, set: &RepoSet) -> RepoSet {
+        RepoSet::from_arcs(set.iter().map(|n| self.intern_repository(n)).collect())
+    }
+
     pub fn host_mapping(&self, uuid: &str) -> Option<&Mapping> {
         self.host_mappings.get(uuid)
     }
@@ -152,6 +157,19 @@ mod tests {
         assert!(s.visible("priv", Some(&granted)));
         // granted but not on the pushed list: does not exist
         assert!(!s.visible("unknown", Some(&granted)));
+    }
+
+    #[test]
+    fn interned_sets_share_the_lists_names() {
+        let s = snap();
+        let a = s.intern_set(&RepoSet::new(["priv", "elsewhere"]));
+        let b = s.intern_set(&RepoSet::new(["priv"]));
+        let (listed, _) = s.repositories.get_key_value("priv").expect("on the list");
+        let held = |set: &RepoSet| set.0.iter().find(|n| &***n == "priv").cloned();
+        assert!(Arc::ptr_eq(&held(&a).expect("kept"), listed));
+        assert!(Arc::ptr_eq(&held(&b).expect("kept"), listed));
+        // A name not on the list is kept as it is: a later push may list it.
+        assert!(a.contains("elsewhere") && a.len() == 2);
     }
 
     #[test]

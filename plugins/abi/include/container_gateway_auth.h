@@ -79,7 +79,14 @@ typedef struct cg_auth_plugin_v1 {
     uint32_t (*authenticate)(const void *instance, const cg_auth_request *request, cg_buf *out);
     void (*free_buf)(cg_buf buf);
     void (*destroy)(void *instance);
+    /* Appended in 1.1 (a table built without it, struct_size 48, still loads
+     * and counts as flags 0). */
+    uint64_t flags;       /* CG_AUTH_FLAG_* bits */
 } cg_auth_plugin_v1;
+
+/* authenticate never waits (no I/O, no sleeping, no long-held locks): the
+ * host may call it on the thread serving the request. */
+#define CG_AUTH_FLAG_NON_BLOCKING ((uint64_t)1 << 0)
 
 const cg_auth_plugin_v1 *container_gateway_auth_plugin_v1(void);
 
@@ -89,7 +96,8 @@ _Static_assert(sizeof(cg_buf) == 24, "cg_buf layout");
 _Static_assert(sizeof(cg_host) == 32, "cg_host layout");
 _Static_assert(sizeof(cg_auth_request) == 104, "cg_auth_request layout");
 _Static_assert(offsetof(cg_auth_request, peer) == 88, "cg_auth_request layout");
-_Static_assert(sizeof(cg_auth_plugin_v1) == 48, "cg_auth_plugin_v1 layout");
+_Static_assert(sizeof(cg_auth_plugin_v1) == 56, "cg_auth_plugin_v1 layout");
+_Static_assert(offsetof(cg_auth_plugin_v1, flags) == 48, "cg_auth_plugin_v1 layout");
 _Static_assert(offsetof(cg_auth_plugin_v1, destroy) == 40, "cg_auth_plugin_v1 layout");
 #endif
 

@@ -24,6 +24,11 @@ pub const fn vtable<P: AuthPlugin>() -> CgAuthPluginV1 {
         authenticate: Some(authenticate::<P>),
         free_buf: Some(free_buf),
         destroy: Some(destroy::<P>),
+        flags: if P::NON_BLOCKING {
+            crate::flags::NON_BLOCKING
+        } else {
+            0
+        },
     }
 }
 

@@ -229,7 +229,9 @@ pub struct CgAuthRequest {
 
 /// The table behind [`ENTRY_SYMBOL`], version 1. A plugin sets `abi_version`
 /// to [`ABI_VERSION`] and `struct_size` to the size it was built with; the
-/// host refuses another version or a smaller size, and ignores fields past the
+/// host refuses another version or a size below [`V1_BASE_SIZE`], reads an
+/// appended field only when it lies within `struct_size` (a plugin built
+/// before it was appended gets its zero value), and ignores fields past the
 /// size it knows (so the table can grow by appending).
 ///
 /// Threading: `authenticate` may be called concurrently, from many threads, on
@@ -273,6 +275,23 @@ pub struct CgAuthPluginV1 {
     /// `authenticate` call on it has returned. Not called at process exit, and
     /// never followed by unloading the library.
     pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+    /// Appended in 1.1: [`flags`] bits. Unknown bits are ignored.
+    pub flags: u64,
+}
+
+/// The size of the first version-1 table, before any appended field: the
+/// smallest `struct_size` a host accepts.
+pub const V1_BASE_SIZE: usize = core::mem::offset_of!(CgAuthPluginV1, flags);
+
+/// Bits of [`CgAuthPluginV1::flags`].
+pub mod flags {
+    /// `authenticate` never waits: no I/O, no sleeping, no lock held for
+    /// long by another thread; only bounded computation on what the request
+    /// carries and what `init` prepared. The host may then call it on the
+    /// thread serving the request instead of handing it to a pool for calls
+    /// that may block, which costs two thread switches per request, and
+    /// cannot enforce `plugins.call_timeout_ms` on it.
+    pub const NON_BLOCKING: u64 = 1 << 0;
 }
 
 // SAFETY: the table is immutable after construction, `name` points to static
@@ -309,7 +328,9 @@ const _: () = {
     assert!(offset_of!(CgAuthRequest, method) == 56);
     assert!(offset_of!(CgAuthRequest, path) == 72);
     assert!(offset_of!(CgAuthRequest, peer) == 88);
-    assert!(size_of::<CgAuthPluginV1>() == 48);
+    assert!(size_of::<CgAuthPluginV1>() == 56);
+    assert!(V1_BASE_SIZE == 48);
+    assert!(offset_of!(CgAuthPluginV1, flags) == 48);
     assert!(offset_of!(CgAuthPluginV1, name) == 8);
     assert!(offset_of!(CgAuthPluginV1, init) == 16);
     assert!(offset_of!(CgAuthPluginV1, authenticate) == 24);

@@ -22,6 +22,12 @@ pub trait AuthPlugin: Sized + Send + Sync + 'static {
     /// admin.
     fn init(config_json: &str, log: Logger) -> Result<Self, String>;
 
+    /// Whether `authenticate` never waits (see [`crate::flags::NON_BLOCKING`]).
+    /// Leave it `false` if a call can touch the network, the disk or a lock
+    /// another thread may hold for long: a wrong `true` stalls every request
+    /// the gateway's thread is serving.
+    const NON_BLOCKING: bool = false;
+
     /// Decide one request.
     fn authenticate(&self, request: &Request<'_>) -> Decision;
 }

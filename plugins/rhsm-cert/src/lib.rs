@@ -80,6 +80,9 @@ impl RhsmCert {
 
 impl AuthPlugin for RhsmCert {
     const NAME: &'static std::ffi::CStr = c"rhsm-cert";
+    // Parsing and at most a few signature checks on the presented chain against
+    // anchors loaded at init; the cache's lock is held only to copy an entry.
+    const NON_BLOCKING: bool = true;
 
     fn init(config_json: &str, log: Logger) -> Result<Self, String> {
         let settings: Settings = serde_json::from_str(config_json)

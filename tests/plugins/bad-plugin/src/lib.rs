@@ -224,12 +224,15 @@ unsafe extern "C" fn destroy(instance: *mut c_void) {
 
 static TABLE: CgAuthPluginV1 = CgAuthPluginV1 {
     abi_version: ABI_VERSION,
-    struct_size: size_of::<CgAuthPluginV1>() as u32,
+    // Declares the first v1 table's size, as a plugin built before `flags`
+    // was appended does: the host must load it and read no flags.
+    struct_size: container_gateway_plugin_abi::V1_BASE_SIZE as u32,
     name: c"bad-plugin".as_ptr(),
     init: Some(init),
     authenticate: Some(authenticate),
     free_buf: Some(free_buf),
     destroy: Some(destroy),
+    flags: container_gateway_plugin_abi::flags::NON_BLOCKING,
 };
 
 /// The entry point.

@@ -10,6 +10,7 @@ static TABLE: CgAuthPluginV1 = CgAuthPluginV1 {
     authenticate: None,
     free_buf: None,
     destroy: None,
+    flags: 0,
 };
 
 /// The entry point, returning a table of the wrong version.

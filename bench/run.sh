@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The gateway's measurements against their baselines, in one run on loopback;
+# prints one table (target, measured, ratio, met). See README "Performance".
+#
+#   bench/run.sh                 all targets, release build (about 5 minutes)
+#   bench/run.sh 1 4             only targets 1 and 4
+#   bench/run.sh --smoke         tiny sizes, debug build: proves the bench runs (CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for tool in wrk curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "bench/run.sh needs: ${missing[*]} (apt-get install -y ${missing[*]})" >&2
+        exit 1
+    fi
+    # nginx's package would start a system nginx on port 80: keep it from starting.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+fi
+
+profile=release
+build=(--release)
+for arg in "$@"; do [ "$arg" = --smoke ] && { profile=debug; build=(); }; done
+cargo build "${build[@]}" -q -p gateway-bench -p container-gateway -p rhsm-cert
+
+# A thousand concurrent connections need two thousand descriptors.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+exec "target/$profile/gateway-bench" "$@"
