@@ -72,8 +72,9 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    Fault, Faults, Recorded, RequestLog, ServerThread, ServerTls, any_loopback_port,
-    capture_connection, dropping_response, lock, record, truncate_response,
+    Fault, Faults, HUGE_NAME_PREFIX, Recorded, RequestLog, ServerThread, ServerTls,
+    any_loopback_port, capture_connection, dropping_response, huge_response, lock, record,
+    respond_response, stall_body_response, truncate_response,
 };
 
 /// Which route a central request hit.
@@ -615,6 +616,7 @@ async fn handle(req: HttpRequest, state: web::Data<CentralState>) -> HttpRespons
         actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
     }
     let mut truncate = false;
+    let mut stall_body = None;
     match state.faults.take(route) {
         None => {}
         Some(Fault::Stall(d)) => actix_web::rt::time::sleep(d).await,
@@ -630,6 +632,21 @@ async fn handle(req: HttpRequest, state: web::Data<CentralState>) -> HttpRespons
             return dropping_response(StatusCode::OK, "application/json", 1024, Bytes::new());
         }
         Some(Fault::Truncate) => truncate = true,
+        Some(Fault::StallBody(d)) => stall_body = Some(d),
+        Some(Fault::Respond {
+            status,
+            content_type,
+            body,
+        }) => return respond_response(status, &content_type, body),
+        Some(Fault::Huge { size, chunked }) => {
+            return huge_response(
+                size,
+                chunked,
+                "{\"repositories\":[",
+                |i| format!("\"{HUGE_NAME_PREFIX}{i:010}\""),
+                "]}",
+            );
+        }
     }
     let resp = match route {
         CentralRoute::Catalog => catalog(&req, &state),
@@ -640,6 +657,8 @@ async fn handle(req: HttpRequest, state: web::Data<CentralState>) -> HttpRespons
     };
     if truncate {
         truncate_response(resp)
+    } else if let Some(pause) = stall_body {
+        stall_body_response(resp, pause)
     } else {
         resp
     }

@@ -81,8 +81,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    Fault, Faults, Recorded, RequestLog, ServerThread, ServerTls, any_loopback_port,
-    capture_connection, dropping_response, lock, record, truncate_response,
+    Fault, Faults, HUGE_NAME_PREFIX, Recorded, RequestLog, ServerThread, ServerTls,
+    any_loopback_port, capture_connection, dropping_response, huge_response, lock, record,
+    respond_response, stall_body_response, truncate_response,
 };
 
 /// Media types.
@@ -1632,6 +1633,7 @@ async fn handle(req: HttpRequest, state: web::Data<PulpState>) -> HttpResponse {
     state.log.push(record(&req, kind));
 
     let mut truncate = false;
+    let mut stall_body = None;
     match state.faults.take(kind) {
         None => {}
         Some(Fault::Stall(d)) => actix_web::rt::time::sleep(d).await,
@@ -1655,11 +1657,28 @@ async fn handle(req: HttpRequest, state: web::Data<PulpState>) -> HttpResponse {
             return dropping_response(StatusCode::OK, "application/json", 4096, Bytes::new());
         }
         Some(Fault::Truncate) => truncate = true,
+        Some(Fault::StallBody(d)) => stall_body = Some(d),
+        Some(Fault::Respond {
+            status,
+            content_type,
+            body,
+        }) => return respond_response(status, &content_type, body),
+        Some(Fault::Huge { size, chunked }) => {
+            return huge_response(
+                size,
+                chunked,
+                "{\"Registry\":\"https://pulp.example.com/\",\"Results\":[",
+                |i| format!("{{\"Name\":\"{HUGE_NAME_PREFIX}{i:010}\",\"Images\":[]}}"),
+                "]}",
+            );
+        }
     }
     let state = state.into_inner();
     let resp = answer(&req, &state, route);
     if truncate {
         truncate_response(resp)
+    } else if let Some(pause) = stall_body {
+        stall_body_response(resp, pause)
     } else {
         resp
     }

@@ -39,7 +39,8 @@
 //! [`UPSTREAM_CLIENT_CN`], as `ssl_cert`/`ssl_key`), `.plain_listener(true)`,
 //! `.trusted_frontends(&[..])`, `.public_url(..)`, `.cache_ttl(s)`,
 //! `.stale_if_error(s)`, `.negative_ttl(s)`, `.index_ttl(s)`,
-//! `.upstream_timeout(s)`, `.client_endpoint(url)`, `.allowed_cns(&[..])`,
+//! `.upstream_timeout(s)`, `.client_request_timeout(s)`, `.client_endpoint(url)`,
+//! `.allowed_cns(&[..])`,
 //! `.plugins(&["rhsm-cert", "katello-token"])` (the default; the workspace-built
 //! `.so` files are staged into a private `plugins.dir` by [`crate::plugins`]),
 //! `.backends(vec![..])` (in-process backends instead of plugins),
@@ -74,7 +75,8 @@
 //!   talks to Pulp and central over mTLS in production). [`upstream_tls`] builds
 //!   one from a [`Pki`].
 //! * [`Fault`]: what a fake does instead of answering normally (status, garbage,
-//!   stall, dropped connection, truncated body), switchable at runtime on each fake.
+//!   stall, dropped connection, truncated body, any given answer, a huge body),
+//!   switchable at runtime on each fake.
 //! * [`Recorded`]: one request as a fake received it (method, raw path and
 //!   query, every header line, whether a TLS client certificate was presented).
 //! * [`init_logging`]: gateway logs to stderr when `RUST_LOG` is set (called by `start`).
@@ -336,6 +338,22 @@ pub enum Fault {
     /// Send the full response head (its `Content-Length` unchanged) and the
     /// first half of the normal body, pause 100 ms, then drop the connection.
     Truncate,
+    /// Send the full response head and the first half of the normal body,
+    /// then wait this long before sending the rest (a hang in mid-body).
+    StallBody(Duration),
+    /// Answer exactly this status, `Content-Type` and body (an HTML page where
+    /// JSON belongs, JSON of the wrong shape, ...).
+    Respond {
+        status: u16,
+        content_type: String,
+        body: Bytes,
+    },
+    /// 200 `application/json` with a well-formed body of about `size` bytes in
+    /// the shape of the route's answer, naming repositories `org/huge/r<n>`
+    /// (Pulp's index: one `Results` entry each; central's `_catalog`: the
+    /// `repositories` list). It is produced while streaming, so it costs the
+    /// fake no memory. `chunked` leaves out `Content-Length`.
+    Huge { size: u64, chunked: bool },
 }
 
 struct FaultRule<K> {
@@ -421,6 +439,88 @@ pub(crate) fn dropping_response(
         ))
 }
 
+/// Prefix of the repository names in a [`Fault::Huge`] body.
+pub const HUGE_NAME_PREFIX: &str = "org/huge/r";
+
+/// The answer for [`Fault::Respond`].
+pub(crate) fn respond_response(status: u16, content_type: &str, body: Bytes) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            content_type.to_owned(),
+        ))
+        .body(body)
+}
+
+/// A 200 JSON answer of about `size` bytes: `head`, then fixed-width entries
+/// (`entry(i)`, comma-separated), then `tail`, generated while streaming.
+pub(crate) fn huge_response(
+    size: u64,
+    chunked: bool,
+    head: &'static str,
+    entry: fn(u64) -> String,
+    tail: &'static str,
+) -> HttpResponse {
+    let entry_len = entry(0).len() as u64;
+    let fixed = (head.len() + tail.len()) as u64;
+    let entries = size.saturating_sub(fixed) / (entry_len + 1);
+    let declared = fixed + entries * entry_len + entries.saturating_sub(1);
+    let stream = HugeBody {
+        head: Some(head),
+        tail: Some(tail),
+        entry,
+        next: 0,
+        entries,
+    };
+    let mut b = HttpResponse::Ok();
+    b.insert_header((actix_web::http::header::CONTENT_TYPE, "application/json"));
+    if chunked {
+        b.streaming(stream)
+    } else {
+        b.body(actix_web::body::SizedStream::new(declared, stream))
+    }
+}
+
+struct HugeBody {
+    head: Option<&'static str>,
+    tail: Option<&'static str>,
+    entry: fn(u64) -> String,
+    next: u64,
+    entries: u64,
+}
+
+impl futures_util::Stream for HugeBody {
+    type Item = Result<Bytes, InjectedDrop>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::fmt::Write as _;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(head) = this.head.take() {
+            return Poll::Ready(Some(Ok(Bytes::from_static(head.as_bytes()))));
+        }
+        if this.next < this.entries {
+            let mut chunk = String::with_capacity(64 * 1024 + 128);
+            while this.next < this.entries && chunk.len() < 64 * 1024 {
+                if this.next > 0 {
+                    chunk.push(',');
+                }
+                let _ = write!(chunk, "{}", (this.entry)(this.next));
+                this.next += 1;
+            }
+            return Poll::Ready(Some(Ok(Bytes::from(chunk))));
+        }
+        Poll::Ready(
+            this.tail
+                .take()
+                .map(|tail| Ok(Bytes::from_static(tail.as_bytes()))),
+        )
+    }
+}
+
 /// Keep `resp`'s head (with its `Content-Length`) but cut the body after half
 /// of it, then drop the connection.
 pub(crate) fn truncate_response(resp: HttpResponse) -> HttpResponse {
@@ -437,6 +537,69 @@ pub(crate) fn truncate_response(resp: HttpResponse) -> HttpResponse {
     };
     resp.set_body(actix_web::body::SizedStream::new(declared, stream))
         .map_into_boxed_body()
+}
+
+/// Keep `resp`'s head and send the first half of its body at once, the rest
+/// after `pause`.
+pub(crate) fn stall_body_response(resp: HttpResponse, pause: Duration) -> HttpResponse {
+    use actix_web::body::{BodySize, MessageBody};
+    let (resp, body) = resp.into_parts();
+    let declared = match body.size() {
+        BodySize::Sized(n) if n > 0 => n,
+        _ => 2,
+    };
+    let stream = StallingBody {
+        body,
+        held: None,
+        first: declared / 2,
+        sent: 0,
+        pause: Box::pin(actix_web::rt::time::sleep(pause)),
+    };
+    resp.set_body(actix_web::body::SizedStream::new(declared, stream))
+        .map_into_boxed_body()
+}
+
+struct StallingBody {
+    body: actix_web::body::BoxBody,
+    /// The part of a chunk that crossed the halfway mark, sent after the pause.
+    held: Option<Bytes>,
+    first: u64,
+    sent: u64,
+    pause: std::pin::Pin<Box<actix_web::rt::time::Sleep>>,
+}
+
+impl futures_util::Stream for StallingBody {
+    type Item = Result<Bytes, InjectedDrop>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use actix_web::body::MessageBody;
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.sent >= this.first && this.pause.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(held) = this.held.take() {
+            this.sent += held.len() as u64;
+            return Poll::Ready(Some(Ok(held)));
+        }
+        match std::pin::Pin::new(&mut this.body).poll_next(cx) {
+            Poll::Ready(Some(Ok(mut chunk))) => {
+                let room = this.first.saturating_sub(this.sent) as usize;
+                if room > 0 && chunk.len() > room {
+                    this.held = Some(chunk.split_off(room));
+                }
+                this.sent += chunk.len() as u64;
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(InjectedDrop))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 struct Truncating {
@@ -803,6 +966,11 @@ impl GatewayBuilder {
     pub fn upstream_timeout(self, secs: u64) -> Self {
         self.set("pulp.timeout_secs", secs as i64)
             .set("central.timeout_secs", secs as i64)
+    }
+
+    /// `server.client_request_timeout_secs` (also the TLS handshake timeout).
+    pub fn client_request_timeout(self, secs: u64) -> Self {
+        self.set("server.client_request_timeout_secs", secs as i64)
     }
 
     /// `pulp.client_endpoint`.

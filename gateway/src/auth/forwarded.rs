@@ -54,20 +54,23 @@ pub fn decode(value: &[u8]) -> Result<Option<Vec<u8>>, ForwardedCertError> {
     } else {
         text
     };
-    if text == "(null)" {
+    // Escaping is only transport: escaped blanks mean no certificate too.
+    if text.is_empty() || text == "(null)" {
         return Ok(None);
     }
     let start = text.find(BEGIN).ok_or(ForwardedCertError::NoPem)? + BEGIN.len();
     let len = text[start..].find(END).ok_or(ForwardedCertError::NoPem)?;
-    let body: String = text[start..start + len]
-        .chars()
+    // Bytes, not chars: this runs on every forwarded request.
+    let body: Vec<u8> = text.as_bytes()[start..start + len]
+        .iter()
+        .copied()
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
     if body.is_empty() {
         return Err(ForwardedCertError::NoPem);
     }
     base64::engine::general_purpose::STANDARD
-        .decode(body.as_bytes())
+        .decode(&body)
         .map(Some)
         .map_err(|_| ForwardedCertError::BadBase64)
 }
@@ -84,6 +87,7 @@ mod tests {
         assert_eq!(decode(b"  "), Ok(None));
         assert_eq!(decode(b""), Ok(None));
         assert_eq!(decode(b"%28null%29"), Ok(None));
+        assert_eq!(decode(b"%20%20"), Ok(None));
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct PulpFile {
     pub timeout_secs: u64,
     /// Seconds a fetched upstream index is reused before it is revalidated.
     pub index_ttl_secs: u64,
+    /// Largest index body taken from Pulp, in MiB.
+    pub max_index_mb: u64,
 }
 
 impl Default for PulpFile {
@@ -78,6 +80,7 @@ impl Default for PulpFile {
             ssl_key: "/etc/foreman-proxy/ssl_key.pem".into(),
             timeout_secs: 30,
             index_ttl_secs: 10,
+            max_index_mb: 64,
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct PulpConfig {
     pub tls: UpstreamTls,
     pub timeout: Duration,
     pub index_ttl: Duration,
+    /// Largest index body taken from Pulp (`pulp.max_index_mb`): a bigger one
+    /// is refused (502) instead of being buffered and parsed.
+    pub max_index_bytes: usize,
 }
 
 impl PulpConfig {
@@ -433,6 +436,20 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
     );
     let pulp_timeout = c.duration("pulp.timeout_secs", f.pulp.timeout_secs);
     let index_ttl = Duration::from_secs(f.pulp.index_ttl_secs);
+    let max_index_bytes = match usize::try_from(f.pulp.max_index_mb)
+        .ok()
+        .and_then(|mb| mb.checked_mul(1024 * 1024))
+    {
+        Some(0) => {
+            c.add("pulp.max_index_mb", "must be greater than 0");
+            0
+        }
+        Some(bytes) => bytes,
+        None => {
+            c.add("pulp.max_index_mb", "is too large");
+            0
+        }
+    };
 
     let central_url = c.url("central.url", &f.central.url, true);
     let central_path = match normalize_path(&f.central.registry_path) {
@@ -579,6 +596,7 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
             tls: pulp_tls,
             timeout: pulp_timeout,
             index_ttl,
+            max_index_bytes,
         },
         central: CentralConfig {
             url: central_url,

@@ -73,6 +73,25 @@ fn a_complete_file_validates_and_normalises() {
             .is_trusted_frontend(Some("10.0.0.1:5".parse().unwrap()))
     );
     assert!(!cfg.server.is_trusted_frontend(None));
+    assert_eq!(cfg.pulp.max_index_bytes, 64 * 1024 * 1024);
+}
+
+#[test]
+fn the_index_size_limit_is_in_mib_and_not_zero() {
+    let dir = valid_dir();
+    let with = |mb: &str| {
+        base(dir.path()).replace(
+            "registry_path = \"/pulpcore_registry/\"\n",
+            &format!("registry_path = \"/pulpcore_registry/\"\nmax_index_mb = {mb}\n"),
+        )
+    };
+    let cfg = validate(Path::new("x"), &parse(&with("200")).unwrap()).unwrap();
+    assert_eq!(cfg.pulp.max_index_bytes, 200 * 1024 * 1024);
+    let err = validate(Path::new("x"), &parse(&with("0")).unwrap()).unwrap_err();
+    assert!(
+        err.0.iter().any(|p| p.key == "pulp.max_index_mb"),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -99,7 +99,7 @@ async fn relay_with(
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
         return stream(status, upstream, head);
     }
-    error_from_pulp(status, upstream, head).await
+    error_from_pulp(status, upstream, head, cfg.timeout).await
 }
 
 fn with_api_version(mut resp: HttpResponse) -> HttpResponse {
@@ -198,6 +198,7 @@ async fn error_from_pulp<S>(
     status: StatusCode,
     mut upstream: awc::ClientResponse<S>,
     head: bool,
+    timeout: std::time::Duration,
 ) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
@@ -225,10 +226,12 @@ where
     if head {
         return with_api_version(HttpResponse::build(status).finish());
     }
-    let body = upstream
-        .body()
-        .limit(ERROR_BODY_LIMIT)
+    // Within pulp.timeout_secs: awc's own timeout ends with the response head,
+    // and a Pulp that stalled in an error body held the client as long.
+    let body = actix_web::rt::time::timeout(timeout, upstream.body().limit(ERROR_BODY_LIMIT))
         .await
+        .ok()
+        .and_then(Result::ok)
         .unwrap_or_default();
     let is_registry_error = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()

@@ -47,14 +47,7 @@ pub async fn index(
             &cache_key,
             cfg.pulp.index_ttl,
             cfg.cache.stale_if_error,
-            || async {
-                let r = up
-                    .pulp
-                    .index(kind, &canonical)
-                    .await
-                    .map_err(FetchError::Upstream)?;
-                Ok((r.status.as_u16(), r.body))
-            },
+            || fetch(&up, &cfg.pulp, kind, &canonical),
         )
         .await;
     let upstream = match upstream {
@@ -107,6 +100,66 @@ pub async fn index(
         h.insert(header::ETAG, v);
     }
     resp
+}
+
+/// Pulp's index: status and whole body. Read here rather than with
+/// `PulpClient::index`, whose body read has neither a deadline nor a limit
+/// below 512 MiB: a Pulp that stalls after the response head held every client
+/// of that query (they share one fetch) for as long as the stall, and a 200 MB
+/// index was buffered and parsed into about 800 MB. So the body must arrive
+/// within `pulp.timeout_secs` like the head (a timeout: 503, or the previous
+/// index), and one larger than `pulp.max_index_mb` is refused (502, or the
+/// previous index) as soon as its `Content-Length` or its size says so.
+async fn fetch(
+    up: &Upstreams,
+    cfg: &crate::config::PulpConfig,
+    kind: &str,
+    canonical: &str,
+) -> Result<(u16, bytes::Bytes), FetchError> {
+    let path = if canonical.is_empty() {
+        format!("/index/{kind}")
+    } else {
+        format!("/index/{kind}?{canonical}")
+    };
+    let accept = [(header::ACCEPT, HeaderValue::from_static("application/json"))];
+    let mut resp = up
+        .pulp
+        .forward(actix_web::http::Method::GET, &path, &accept)
+        .await
+        .map_err(FetchError::Upstream)?;
+    let status = resp.status().as_u16();
+    let declared: Option<usize> = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let limit = cfg.max_index_bytes;
+    let read = actix_web::rt::time::timeout(cfg.timeout, resp.body().limit(limit)).await;
+    let failed = match read {
+        Ok(Ok(body)) if declared.is_none_or(|d| d == body.len()) => return Ok((status, body)),
+        // awc ends a body without an error when the connection closes early: a
+        // cut transfer is a failed fetch (the previous index may serve), not an
+        // index that happens to be malformed.
+        Ok(Ok(_)) => UpstreamError::Response("Pulp's index ended before its Content-Length".into()),
+        Ok(Err(awc::error::PayloadError::Overflow)) => {
+            tracing::warn!(
+                limit_mib = limit / (1024 * 1024),
+                "Pulp's index is larger than pulp.max_index_mb; refused"
+            );
+            UpstreamError::TooLarge(limit)
+        }
+        Ok(Err(other)) => UpstreamError::Response(other.to_string()),
+        Err(_) => UpstreamError::Timeout,
+    };
+    // The head was counted when it arrived; what went wrong after it is counted here.
+    let kind = match &failed {
+        UpstreamError::Timeout => "timeout",
+        UpstreamError::TooLarge(_) => "too_large",
+        _ => "response",
+    };
+    metrics::counter!(crate::admin::metrics::UPSTREAM_ERRORS, "upstream" => "pulp", "kind" => kind)
+        .increment(1);
+    Err(FetchError::Upstream(failed))
 }
 
 fn with_suffix(etag: &str) -> String {
@@ -162,6 +215,18 @@ fn fetch_failure(e: &FetchError) -> HttpResponse {
                 StatusCode::BAD_GATEWAY,
                 Code::UpstreamError,
                 "Pulp answered an unusable index",
+            )
+        }
+        // Pulp refusing the gateway's own credentials is the gateway's problem:
+        // relayed, a 401 would send the client after a token that cannot help.
+        FetchError::Status {
+            status: 401 | 403, ..
+        } => {
+            tracing::warn!(error = ?e, "Pulp refused the gateway's credentials; check pulp.ssl_cert");
+            errors::respond(
+                StatusCode::BAD_GATEWAY,
+                Code::UpstreamError,
+                "Pulp refused the gateway",
             )
         }
         FetchError::Status { status, detail } if (400..500).contains(status) => {

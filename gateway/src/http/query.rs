@@ -13,24 +13,41 @@ pub enum QueryError {
     TooMany,
     #[error("query string holds a NUL byte")]
     Nul,
+    #[error("query string holds a percent-encoding that is not UTF-8")]
+    NotUtf8,
 }
 
 /// Decoded `(key, value)` pairs in the order given (`+` is a space, `%XX` decoded).
+///
+/// Decoded the way `form_urlencoded::parse` does, except that a percent-encoding
+/// that is not UTF-8 is refused instead of turned into U+FFFD: replacing it
+/// would make different queries one (`tag=%ff` and `tag=%fe` would share a
+/// cached index) and send Pulp and central a value the client never sent.
 pub fn pairs(raw: &str) -> Result<Vec<(String, String)>, QueryError> {
     if raw.len() > MAX_QUERY_LEN {
         return Err(QueryError::TooLong);
     }
     let mut out = Vec::new();
-    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
         if out.len() == MAX_PARAMS {
             return Err(QueryError::TooMany);
         }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode(k)?, decode(v)?);
         if k.contains('\0') || v.contains('\0') {
             return Err(QueryError::Nul);
         }
-        out.push((k.into_owned(), v.into_owned()));
+        out.push((k, v));
     }
     Ok(out)
+}
+
+fn decode(component: &str) -> Result<String, QueryError> {
+    let spaced = component.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|d| d.into_owned())
+        .map_err(|_| QueryError::NotUtf8)
 }
 
 /// One canonical encoding for a multimap: pairs sorted, form-encoded. Pulp
@@ -84,5 +101,21 @@ mod tests {
         );
         assert_eq!(pairs("a=%00"), Err(QueryError::Nul));
         assert!(pairs("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn decoding_matches_form_encoding_and_refuses_invalid_utf8() {
+        for raw in [
+            "a=1&b=x+y&c=%C3%A9&d&=e&&f=g=h&%zz=1&x=%",
+            "label%3Aorg.flatpak.ref%3Aexists=1&tag=latest",
+        ] {
+            let expected: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(pairs(raw).unwrap(), expected, "{raw}");
+        }
+        for raw in ["tag=%ff", "%fe=1", "last=%ed%a0%80", "a=%c3"] {
+            assert_eq!(pairs(raw), Err(QueryError::NotUtf8), "{raw}");
+        }
     }
 }

@@ -117,23 +117,30 @@ pub async fn token(
     for (k, v) in pairs.iter().filter(|(k, _)| k == "scope") {
         central_query.append_pair(k, v);
     }
-    let answer = match up
-        .central
-        .token(authorization.as_deref(), &central_query.finish())
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => return upstream_failure(&e),
+    // Within central.timeout_secs, body included (the client's own timeout
+    // ends with the response head).
+    let central_query = central_query.finish();
+    let token = up.central.token(authorization.as_deref(), &central_query);
+    let answer = match actix_web::rt::time::timeout(shared.config.central.timeout, token).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return upstream_failure(&e),
+        Err(_) => return upstream_failure(&crate::upstream::UpstreamError::Timeout),
     };
+    if answer.status.is_server_error() {
+        // Central failing is not the client's business: a 502 in registry
+        // format, not central's own error page (HTML from its frontend, as often
+        // as not) under a status it did not send.
+        tracing::warn!(status = %answer.status, "central failed a token request");
+        return errors::respond(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamError,
+            "central failed to answer the token request",
+        );
+    }
     if answer.status != StatusCode::OK {
         // Central's refusal is the client's business: relay it as it came.
         let status =
             StatusCode::from_u16(answer.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let status = if status.is_server_error() {
-            StatusCode::BAD_GATEWAY
-        } else {
-            status
-        };
         let mut resp = HttpResponse::build(status);
         resp.insert_header((API_VERSION_HEADER, API_VERSION));
         if let Some(ct) = &answer.content_type {
@@ -193,7 +200,8 @@ pub async fn token(
 /// token resolves to its user until it expires, and after that (or when it was
 /// never stored, being expired on arrival) only central may vouch for it.
 async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str, login: &str) {
-    let repositories = match up.central.catalog_for_authorization(authorization).await {
+    let lookup = up.central.catalog_for_authorization(authorization);
+    let repositories = match crate::server::identify::central_within(shared, lookup).await {
         Lookup::Granted(r) => r,
         Lookup::Rejected => {
             tracing::warn!(

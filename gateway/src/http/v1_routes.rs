@@ -88,11 +88,10 @@ pub async fn search(
     // Basic credentials are checked with central directly (docker's v1 search sends them).
     let (snapshot, granted): (std::sync::Arc<Snapshot>, Option<RepoSet>) =
         if basic_login(authorization.as_deref()).is_some() {
-            match up
+            let lookup = up
                 .central
-                .catalog_for_authorization(authorization.as_deref().unwrap_or_default())
-                .await
-            {
+                .catalog_for_authorization(authorization.as_deref().unwrap_or_default());
+            match crate::server::identify::central_within(&shared, lookup).await {
                 Lookup::Granted(repos) => (shared.state.snapshot(), Some(repos)),
                 Lookup::Rejected => {
                     let s = &shared.config.server;

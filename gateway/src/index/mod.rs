@@ -181,6 +181,18 @@ impl UpstreamIndex {
         parse::parse(body)
     }
 
+    /// About how much memory this index holds: the upstream body (its whole
+    /// allocation) and the tables built over it.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.body.len()
+            + self.entries.capacity() * size_of::<Entry>()
+            + self.images.capacity() * size_of::<Image>()
+            + self.members.capacity() * size_of::<Member>()
+            + self.names.capacity()
+            + self.ref_sources.capacity() * size_of::<RefSource>()
+    }
+
     /// Number of upstream `Results` entries, usable or not.
     pub fn len(&self) -> usize {
         self.entries.len()

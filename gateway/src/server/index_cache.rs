@@ -76,6 +76,29 @@ pub enum FetchError {
 /// Bytes of filtered bodies kept before old ones are dropped.
 const FILTERED_BUDGET: usize = 256 * 1024 * 1024;
 
+/// Bytes of parsed upstream indexes kept (one body shared by several queries
+/// counts once), and how many queries keep one. The cache key is the client's
+/// query: without a bound, every made-up query (`tag=latest&tag=<anything>`,
+/// which Pulp answers with the whole index) kept a parsed copy forever.
+/// Flatpak itself sends a handful of queries (one per kind and architecture).
+const UPSTREAM_BUDGET: usize = 512 * 1024 * 1024;
+const MAX_UPSTREAM_QUERIES: usize = 256;
+
+#[derive(Clone, Copy, Debug)]
+struct UpstreamLimits {
+    bytes: usize,
+    queries: usize,
+}
+
+impl Default for UpstreamLimits {
+    fn default() -> Self {
+        Self {
+            bytes: UPSTREAM_BUDGET,
+            queries: MAX_UPSTREAM_QUERIES,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct IndexCache {
     upstream: DashMap<String, Arc<UpstreamVersion>>,
@@ -88,6 +111,7 @@ pub struct IndexCache {
     warned: DashMap<(Arc<str>, u64), ()>,
     pub kept_entries: AtomicU64,
     pub dropped_entries: AtomicU64,
+    upstream_limits: UpstreamLimits,
 }
 
 impl IndexCache {
@@ -123,21 +147,28 @@ impl IndexCache {
                 }
                 let digest: [u8; 32] = Sha256::digest(&body).into();
                 let current = self.upstream.get(key).map(|v| v.clone());
-                let version = match &current {
-                    // Same bytes as before: keep the version so filtered bodies stay cached.
-                    Some(c) if c.digest == digest => c.version,
-                    _ => self.next_version.fetch_add(1, Ordering::Relaxed) + 1,
+                // Same bytes as before, for this query or another one: keep
+                // that version (filtered bodies stay cached) and its parse.
+                let same = match &current {
+                    Some(c) if c.digest == digest => Some((c.version, c.index.clone())),
+                    _ => self
+                        .upstream
+                        .iter()
+                        .find(|v| v.digest == digest)
+                        .map(|v| (v.version, v.index.clone())),
                 };
-                let index = match &current {
-                    Some(c) if c.digest == digest => c.index.clone(),
-                    _ => {
+                let (version, index) = match same {
+                    Some(same) => same,
+                    None => {
                         let parsed =
                             actix_web::rt::task::spawn_blocking(move || UpstreamIndex::parse(body))
                                 .await
                                 .map_err(|e| {
                                     FetchError::Malformed(format!("index parser failed: {e}"))
                                 })?;
-                        Arc::new(parsed.map_err(|e| FetchError::Malformed(e.to_string()))?)
+                        let index =
+                            Arc::new(parsed.map_err(|e| FetchError::Malformed(e.to_string()))?);
+                        (self.next_version.fetch_add(1, Ordering::Relaxed) + 1, index)
                     }
                 };
                 let fresh = Arc::new(UpstreamVersion {
@@ -147,6 +178,7 @@ impl IndexCache {
                     digest,
                 });
                 self.upstream.insert(key.to_owned(), fresh.clone());
+                self.trim_upstream(key, ttl.max(stale_for));
                 Ok(fresh)
             })
             .await;
@@ -161,6 +193,51 @@ impl IndexCache {
             },
             Err(other) => Err(other),
         }
+    }
+
+    /// Drop upstream versions that can no longer be served (older than the TTL
+    /// and the stale window), then the oldest others while more than
+    /// [`MAX_UPSTREAM_QUERIES`] queries or [`UPSTREAM_BUDGET`] bytes are kept;
+    /// `keep` (just fetched) stays.
+    fn trim_upstream(&self, keep: &str, useful_for: Duration) {
+        self.upstream
+            .retain(|k, v| k.as_str() == keep || v.age() < useful_for);
+        let limits = self.upstream_limits;
+        let over = || self.upstream.len() > limits.queries || self.upstream_bytes() > limits.bytes;
+        if !over() {
+            return;
+        }
+        let mut oldest_first: Vec<(Instant, String)> = self
+            .upstream
+            .iter()
+            .filter(|e| e.key().as_str() != keep)
+            .map(|e| (e.fetched, e.key().clone()))
+            .collect();
+        oldest_first.sort();
+        for (_, k) in oldest_first {
+            if !over() {
+                break;
+            }
+            self.upstream.remove(&k);
+        }
+    }
+
+    /// Memory held by the cached upstream indexes, each distinct one once.
+    fn upstream_bytes(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.upstream
+            .iter()
+            .filter(|v| seen.insert(v.version))
+            .map(|v| v.index.heap_bytes())
+            .sum()
+    }
+
+    /// Queries with a cached upstream index, distinct indexes among them, and
+    /// the memory they hold.
+    pub fn upstream_stats(&self) -> (usize, usize, usize) {
+        let distinct: std::collections::HashSet<u64> =
+            self.upstream.iter().map(|v| v.version).collect();
+        (self.upstream.len(), distinct.len(), self.upstream_bytes())
     }
 
     /// The filtered body for one client's view of an upstream version:
@@ -270,4 +347,94 @@ fn detail_of(body: &[u8]) -> String {
     serde_json::from_slice::<Detail>(body)
         .map(|d| d.detail.chars().take(200).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-entry index whose name is `name`, padded to about `pad` bytes.
+    fn body(name: &str, pad: usize) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"Registry":"https://pulp/","Results":[{{"Name":"{name}","Images":[],"Pad":"{}"}}]}}"#,
+            "p".repeat(pad)
+        ))
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[actix_web::test]
+    async fn queries_with_the_same_answer_share_one_parse_and_are_bounded() {
+        let cache = IndexCache::default();
+        for i in 0..MAX_UPSTREAM_QUERIES + 40 {
+            let v = cache
+                .upstream(
+                    &format!("static?tag=latest&tag=q{i}"),
+                    LONG,
+                    LONG,
+                    || async { Ok((200, body("org/app", 10))) },
+                )
+                .await
+                .unwrap();
+            assert_eq!(v.version, 1, "one parse, one version");
+        }
+        let (queries, distinct, _) = cache.upstream_stats();
+        assert_eq!((queries, distinct), (MAX_UPSTREAM_QUERIES, 1));
+    }
+
+    #[actix_web::test]
+    async fn distinct_answers_are_kept_within_the_byte_budget_newest_first() {
+        let cache = IndexCache {
+            upstream_limits: UpstreamLimits {
+                bytes: 64 * 1024,
+                queries: 1000,
+            },
+            ..Default::default()
+        };
+        for i in 0..100 {
+            cache
+                .upstream(&format!("q{i}"), LONG, LONG, || async {
+                    Ok((200, body(&format!("org/app{i}"), 8 * 1024)))
+                })
+                .await
+                .unwrap();
+        }
+        let (queries, distinct, bytes) = cache.upstream_stats();
+        assert!(bytes <= 64 * 1024, "{bytes}");
+        assert!((2..100).contains(&queries), "{queries}");
+        assert_eq!(queries, distinct);
+        assert!(cache.upstream.contains_key("q99"), "the newest stays");
+        assert!(!cache.upstream.contains_key("q0"), "the oldest went first");
+
+        // One answer over the whole budget is still served and kept, alone.
+        let v = cache
+            .upstream("big", LONG, LONG, || async {
+                Ok((200, body("org/big", 128 * 1024)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(v.index.names().collect::<Vec<_>>(), vec!["org/big"]);
+        assert_eq!(cache.upstream_stats().0, 1);
+    }
+
+    #[actix_web::test]
+    async fn answers_past_any_use_are_dropped() {
+        let cache = IndexCache::default();
+        let short = Duration::from_millis(50);
+        cache
+            .upstream("old", short, short, || async {
+                Ok((200, body("org/a", 1)))
+            })
+            .await
+            .unwrap();
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        cache
+            .upstream("new", short, short, || async {
+                Ok((200, body("org/b", 1)))
+            })
+            .await
+            .unwrap();
+        assert!(!cache.upstream.contains_key("old"));
+        assert!(cache.upstream.contains_key("new"));
+    }
 }
