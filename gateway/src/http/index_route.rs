@@ -47,7 +47,7 @@ pub async fn index(
             &cache_key,
             cfg.pulp.index_ttl,
             cfg.cache.stale_if_error,
-            || fetch(&up, &cfg.pulp, kind, &canonical),
+            || fetch(&up, kind, &canonical),
         )
         .await;
     let upstream = match upstream {
@@ -102,64 +102,19 @@ pub async fn index(
     resp
 }
 
-/// Pulp's index: status and whole body. Read here rather than with
-/// `PulpClient::index`, whose body read has neither a deadline nor a limit
-/// below 512 MiB: a Pulp that stalls after the response head held every client
-/// of that query (they share one fetch) for as long as the stall, and a 200 MB
-/// index was buffered and parsed into about 800 MB. So the body must arrive
-/// within `pulp.timeout_secs` like the head (a timeout: 503, or the previous
-/// index), and one larger than `pulp.max_index_mb` is refused (502, or the
-/// previous index) as soon as its `Content-Length` or its size says so.
+/// Pulp's index: status and whole body (within `pulp.timeout_secs` and
+/// `pulp.max_index_mb`, see `PulpClient::index`).
 async fn fetch(
     up: &Upstreams,
-    cfg: &crate::config::PulpConfig,
     kind: &str,
     canonical: &str,
 ) -> Result<(u16, bytes::Bytes), FetchError> {
-    let path = if canonical.is_empty() {
-        format!("/index/{kind}")
-    } else {
-        format!("/index/{kind}?{canonical}")
-    };
-    let accept = [(header::ACCEPT, HeaderValue::from_static("application/json"))];
-    let mut resp = up
+    let r = up
         .pulp
-        .forward(actix_web::http::Method::GET, &path, &accept)
+        .index(kind, canonical)
         .await
         .map_err(FetchError::Upstream)?;
-    let status = resp.status().as_u16();
-    let declared: Option<usize> = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let limit = cfg.max_index_bytes;
-    let read = actix_web::rt::time::timeout(cfg.timeout, resp.body().limit(limit)).await;
-    let failed = match read {
-        Ok(Ok(body)) if declared.is_none_or(|d| d == body.len()) => return Ok((status, body)),
-        // awc ends a body without an error when the connection closes early: a
-        // cut transfer is a failed fetch (the previous index may serve), not an
-        // index that happens to be malformed.
-        Ok(Ok(_)) => UpstreamError::Response("Pulp's index ended before its Content-Length".into()),
-        Ok(Err(awc::error::PayloadError::Overflow)) => {
-            tracing::warn!(
-                limit_mib = limit / (1024 * 1024),
-                "Pulp's index is larger than pulp.max_index_mb; refused"
-            );
-            UpstreamError::TooLarge(limit)
-        }
-        Ok(Err(other)) => UpstreamError::Response(other.to_string()),
-        Err(_) => UpstreamError::Timeout,
-    };
-    // The head was counted when it arrived; what went wrong after it is counted here.
-    let kind = match &failed {
-        UpstreamError::Timeout => "timeout",
-        UpstreamError::TooLarge(_) => "too_large",
-        _ => "response",
-    };
-    metrics::counter!(crate::admin::metrics::UPSTREAM_ERRORS, "upstream" => "pulp", "kind" => kind)
-        .increment(1);
-    Err(FetchError::Upstream(failed))
+    Ok((r.status.as_u16(), r.body))
 }
 
 fn with_suffix(etag: &str) -> String {

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use awc::http::StatusCode;
+use awc::http::header::HeaderName;
 use serde::Deserialize;
 
-use super::{UpstreamError, build_client};
+use super::{Upstream, UpstreamError};
 use crate::config::CentralConfig;
 use crate::entitlements::Lookup;
 use crate::state::RepoSet;
@@ -14,7 +15,7 @@ use crate::state::RepoSet;
 const CATALOG_LIMIT: usize = 64 * 1024 * 1024;
 
 pub struct CentralClient {
-    client: awc::Client,
+    upstream: Upstream,
     catalog_url: String,
     cfg: CentralConfig,
 }
@@ -27,7 +28,7 @@ struct Catalog {
 impl CentralClient {
     pub fn new(cfg: &CentralConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         Self {
-            client: build_client(tls, cfg.timeout),
+            upstream: Upstream::new(tls, cfg.timeout),
             catalog_url: cfg.endpoint("_catalog"),
             cfg: cfg.clone(),
         }
@@ -38,38 +39,41 @@ impl CentralClient {
     }
 
     pub fn client(&self) -> &awc::Client {
-        &self.client
+        self.upstream.client()
     }
 
     /// `GET /v2/_catalog` with `HostUUID`.
     pub async fn catalog_for_host(&self, uuid: &str) -> Lookup {
-        let req = self
-            .client
-            .get(&self.catalog_url)
-            .insert_header(("Accept", "application/json"));
-        let req = match awc::http::header::HeaderValue::from_str(uuid) {
-            Ok(v) => req.insert_header(("HostUUID", v)),
-            Err(_) => return Lookup::Failed("host UUID is not a valid header value".into()),
+        let Ok(value) = awc::http::header::HeaderValue::from_str(uuid) else {
+            return Lookup::Failed("host UUID is not a valid header value".into());
         };
-        Self::catalog(req).await
+        self.catalog((HeaderName::from_static("hostuuid"), value))
+            .await
     }
 
     /// `GET /v2/_catalog` with a client's own `Authorization` (bearer token or Basic).
     pub async fn catalog_for_authorization(&self, authorization: &str) -> Lookup {
-        let req = self
-            .client
-            .get(&self.catalog_url)
-            .insert_header(("Accept", "application/json"));
-        let req = match awc::http::header::HeaderValue::from_str(authorization) {
-            Ok(v) => req.insert_header((awc::http::header::AUTHORIZATION, v)),
-            Err(_) => return Lookup::Rejected,
+        let Ok(value) = awc::http::header::HeaderValue::from_str(authorization) else {
+            return Lookup::Rejected;
         };
-        Self::catalog(req).await
+        self.catalog((awc::http::header::AUTHORIZATION, value))
+            .await
     }
 
-    async fn catalog(req: awc::ClientRequest) -> Lookup {
-        let mut resp = match send(req).await {
-            Ok(r) => r,
+    /// `GET /v2/_catalog` with one identifying header.
+    async fn catalog(&self, (name, value): (HeaderName, awc::http::header::HeaderValue)) -> Lookup {
+        let sent = send(&self.upstream, |client| {
+            client
+                .get(&self.catalog_url)
+                .insert_header(("Accept", "application/json"))
+                .insert_header((name.clone(), value.clone()))
+        })
+        .await;
+        // The answer, not only its head, within central.timeout_secs: a central
+        // stalling mid-answer would hold the lookup and every request
+        // coalesced on it for as long as the stall.
+        let mut resp = match sent {
+            Ok(r) => r.timeout(self.cfg.timeout),
             Err(e) => return Lookup::Failed(e.to_string()),
         };
         match resp.status() {
@@ -113,17 +117,24 @@ impl CentralClient {
         } else {
             format!("{}?{query}", self.cfg.endpoint("token"))
         };
-        let mut req = self
-            .client
-            .get(url)
-            .insert_header(("Accept", "application/json"));
-        if let Some(auth) = authorization {
-            let value = awc::http::header::HeaderValue::from_str(auth).map_err(|_| {
-                UpstreamError::Response("Authorization is not a valid header value".into())
-            })?;
-            req = req.insert_header((awc::http::header::AUTHORIZATION, value));
-        }
-        let mut resp = send(req).await?;
+        let authorization = authorization
+            .map(|auth| {
+                awc::http::header::HeaderValue::from_str(auth).map_err(|_| {
+                    UpstreamError::Response("Authorization is not a valid header value".into())
+                })
+            })
+            .transpose()?;
+        let mut resp = send(&self.upstream, |client| {
+            let req = client
+                .get(&url)
+                .insert_header(("Accept", "application/json"));
+            match &authorization {
+                Some(value) => req.insert_header((awc::http::header::AUTHORIZATION, value.clone())),
+                None => req,
+            }
+        })
+        .await?
+        .timeout(self.cfg.timeout);
         let header = |name| {
             resp.headers()
                 .get(name)
@@ -146,9 +157,13 @@ impl CentralClient {
     }
 }
 
-async fn send(req: awc::ClientRequest) -> Result<awc::ClientResponse, UpstreamError> {
+/// Send the GET that `build` makes (see [`Upstream::send`] for the retry).
+async fn send<F>(upstream: &Upstream, build: F) -> Result<awc::ClientResponse, UpstreamError>
+where
+    F: Fn(&awc::Client) -> awc::ClientRequest,
+{
     let started = std::time::Instant::now();
-    let sent = req.send().await.map_err(UpstreamError::from_send);
+    let sent = upstream.send(build).await.map_err(UpstreamError::from_send);
     crate::admin::metrics::upstream("central", started, sent.as_ref().map(|r| r.status()));
     sent
 }

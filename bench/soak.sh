@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Soak: the gateway binary under mixed load on loopback for a while; its
+# resident memory, sampled every 10 s from /proc/<pid>/status, must stay
+# within 10 % once warm (after the first 20 % of the run). Prints the samples;
+# exits non-zero when memory grows, the gateway dies, or requests fail.
+#
+#   bench/soak.sh                ten minutes, release build
+#   bench/soak.sh 30             thirty seconds
+#   bench/soak.sh 30 --debug     thirty seconds against the debug build that
+#                                `cargo test` already made (what CI runs)
+#
+# The driver is tests/tests/soak.rs (an ignored test): it runs a fake Pulp and a
+# fake central over mutual TLS, writes the gateway's configuration, starts the
+# binary, pushes the repository list, fills the TLS resumption cache, then drives
+# the load and samples.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=600
+profile=release
+for arg in "$@"; do
+    case "$arg" in
+        --debug) profile=debug ;;
+        '' | *[!0-9]*)
+            echo "usage: bench/soak.sh [seconds] [--debug]" >&2
+            exit 2
+            ;;
+        *) seconds="$arg" ;;
+    esac
+done
+
+if [ "$profile" = release ]; then
+    cargo build --release -q -p container-gateway
+else
+    cargo build -q -p container-gateway
+fi
+export SOAK_SECONDS="$seconds"
+export SOAK_GATEWAY_BIN="$PWD/target/$profile/container-gateway"
+exec cargo test -q -p gateway-tests --test soak -- --ignored --nocapture --test-threads=1
