@@ -11,7 +11,7 @@
 #
 # The driver is tests/tests/soak.rs (an ignored test): it runs a fake Pulp and a
 # fake central over mutual TLS, writes the gateway's configuration, starts the
-# binary, pushes the repository list, fills the TLS resumption cache, then drives
+# binary, pushes the repository list, primes TLS with some handshakes, then drives
 # the load and samples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
