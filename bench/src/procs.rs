@@ -251,9 +251,7 @@ pub fn wrk(url: &str, headers: &[(&str, &str)], conns: usize, secs: u64) -> Resu
         .arg(format!("-c{conns}"))
         .arg(format!("-d{secs}s"))
         .arg("--latency");
-    for (k, v) in headers {
-        cmd.arg("-H").arg(format!("{k}: {v}"));
-    }
+    add_headers(&mut cmd, headers);
     let out = cmd
         .arg(url)
         .output()
@@ -279,9 +277,7 @@ pub fn curl_download(url: &str, headers: &[(&str, &str)]) -> Result<(f64, u64, u
         "-w",
         "%{speed_download} %{size_download} %{http_code}",
     ]);
-    for (k, v) in headers {
-        cmd.arg("-H").arg(format!("{k}: {v}"));
-    }
+    add_headers(&mut cmd, headers);
     let out = cmd
         .arg(url)
         .output()
@@ -302,9 +298,7 @@ pub fn curl_download(url: &str, headers: &[(&str, &str)]) -> Result<(f64, u64, u
 pub fn curl_to_file(url: &str, headers: &[(&str, &str)], file: &Path) -> Result<u16, String> {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-w", "%{http_code}", "-o"]).arg(file);
-    for (k, v) in headers {
-        cmd.arg("-H").arg(format!("{k}: {v}"));
-    }
+    add_headers(&mut cmd, headers);
     let out = cmd
         .arg(url)
         .output()
@@ -342,5 +336,12 @@ impl RssSampler {
     pub fn stop(self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().unwrap_or(0)
+    }
+}
+
+/// `-H "name: value"` for each header (curl and wrk spell it alike).
+fn add_headers(cmd: &mut Command, headers: &[(&str, &str)]) {
+    for (k, v) in headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
     }
 }

@@ -135,12 +135,7 @@ impl CentralClient {
         })
         .await?
         .timeout(self.cfg.timeout);
-        let header = |name| {
-            resp.headers()
-                .get(name)
-                .and_then(|v: &awc::http::header::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name| super::header_text(resp.headers(), name);
         let content_type = header(awc::http::header::CONTENT_TYPE);
         let date = header(awc::http::header::DATE);
         let body = resp

@@ -156,6 +156,17 @@ impl Upstream {
 
 /// Errors that mean the connection was unusable before any answer: not
 /// timeouts, not malformed answers, not a refused or failed dial.
+/// A response header's value as text, if present and visible ASCII.
+fn header_text(
+    headers: &awc::http::header::HeaderMap,
+    name: awc::http::header::HeaderName,
+) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 fn is_dead_connection(e: &SendRequestError) -> bool {
     match e {
         // Writing the request head failed.

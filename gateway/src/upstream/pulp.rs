@@ -84,12 +84,7 @@ impl PulpClient {
                     .insert_header(("Accept", "application/json"))
             })
             .await?;
-        let header = |name| {
-            resp.headers()
-                .get(name)
-                .and_then(|v: &awc::http::header::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name| super::header_text(resp.headers(), name);
         let content_type = header(awc::http::header::CONTENT_TYPE);
         let declared: Option<usize> =
             header(awc::http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
