@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak: the gateway binary under mixed load on loopback for a while; its
 # resident memory, sampled every 10 s from /proc/<pid>/status, must stay
-# within 10 % once warm (after the first 20 % of the run). Prints the samples;
+# within 10 % of its median once warm (after the first 20 % of the run). Prints the samples;
 # exits non-zero when memory grows, the gateway dies, or requests fail.
 #
 #   bench/soak.sh                ten minutes, release build
