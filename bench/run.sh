@@ -16,10 +16,15 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "bench/run.sh needs: ${missing[*]} (apt-get install -y ${missing[*]})" >&2
         exit 1
     fi
-    # nginx's package would start a system nginx on port 80: keep it from starting.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    # nginx's package would start a system nginx on port 80: keep it from
+    # starting, without touching a policy the machine already has.
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 profile=release
