@@ -177,7 +177,11 @@ impl Nginx {
         let p = dir.path().display();
         // Running as root, nginx would drop its workers to `nobody`, who cannot
         // read a private temporary directory.
-        let user = if running_as_root() { "user root;" } else { "" };
+        let user = if gateway_tests::e2e::is_root() {
+            "user root;"
+        } else {
+            ""
+        };
         let conf = format!(
             r#"{user}
 worker_processes {workers};
@@ -231,17 +235,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Requests per second wrk reaches against `url` (2 threads, `conns` connections).

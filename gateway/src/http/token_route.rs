@@ -201,7 +201,7 @@ pub async fn token(
 /// never stored, being expired on arrival) only central may vouch for it.
 async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str, login: &str) {
     let lookup = up.central.catalog_for_authorization(authorization);
-    let repositories = match crate::server::identify::central_within(shared, lookup).await {
+    let repositories = match lookup.await {
         Lookup::Granted(r) => r,
         Lookup::Rejected => {
             tracing::warn!(

@@ -91,7 +91,7 @@ pub async fn search(
             let lookup = up
                 .central
                 .catalog_for_authorization(authorization.as_deref().unwrap_or_default());
-            match crate::server::identify::central_within(&shared, lookup).await {
+            match lookup.await {
                 Lookup::Granted(repos) => (shared.state.snapshot(), Some(repos)),
                 Lookup::Rejected => {
                     let s = &shared.config.server;

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use tracing::{debug, warn};
 
 use crate::auth::{AuthFacts, AuthFailure, Identity, Resolved, forwarded};
-use crate::entitlements::{EntitlementError, Grant, Lookup};
+use crate::entitlements::{EntitlementError, Grant};
 use crate::http::errors::{self, Code};
 use crate::server::conn::{PeerChain, Transport};
 use crate::server::shared::{Shared, Upstreams};
@@ -189,7 +189,7 @@ async fn resolve_token(
     match shared
         .entitlements
         .for_token(&key, || {
-            central_within(shared, up.central.catalog_for_authorization(&authorization))
+            up.central.catalog_for_authorization(&authorization)
         })
         .await
     {
@@ -261,9 +261,7 @@ pub async fn view(
         Identity::Host(uuid) => {
             let r = shared
                 .entitlements
-                .for_host(&snapshot, uuid, || {
-                    central_within(shared, up.central.catalog_for_host(uuid))
-                })
+                .for_host(&snapshot, uuid, || up.central.catalog_for_host(uuid))
                 .await;
             Some(r.map_err(|e| entitlement_failure(shared, &e))?)
         }
@@ -274,20 +272,6 @@ pub async fn view(
         snapshot,
         grant,
     })
-}
-
-/// Central's answer within `central.timeout_secs`, body included. The
-/// client's own timeout ends with the response head: a central that stalled
-/// after it held the lookup, and every request coalesced on it, for as long as
-/// the stall lasted, instead of falling back to the last answer or a 503.
-pub async fn central_within(
-    shared: &Shared,
-    lookup: impl std::future::Future<Output = Lookup>,
-) -> Lookup {
-    let timeout = shared.config.central.timeout;
-    actix_web::rt::time::timeout(timeout, lookup)
-        .await
-        .unwrap_or_else(|_| Lookup::Failed(format!("central did not answer within {timeout:?}")))
 }
 
 fn entitlement_failure(shared: &Shared, e: &EntitlementError) -> actix_web::HttpResponse {

@@ -60,8 +60,22 @@ impl CentralClient {
             .await
     }
 
-    /// `GET /v2/_catalog` with one identifying header.
-    async fn catalog(&self, (name, value): (HeaderName, awc::http::header::HeaderValue)) -> Lookup {
+    /// `GET /v2/_catalog` with one identifying header: head and answer within
+    /// `central.timeout_secs`. A central stalling mid-answer would otherwise
+    /// hold the lookup, and every request coalesced on it, for the whole stall.
+    async fn catalog(&self, header: (HeaderName, awc::http::header::HeaderValue)) -> Lookup {
+        let timeout = self.cfg.timeout;
+        actix_web::rt::time::timeout(timeout, self.catalog_within(header))
+            .await
+            .unwrap_or_else(|_| {
+                Lookup::Failed(format!("central did not answer within {timeout:?}"))
+            })
+    }
+
+    async fn catalog_within(
+        &self,
+        (name, value): (HeaderName, awc::http::header::HeaderValue),
+    ) -> Lookup {
         let sent = send(&self.upstream, |client| {
             client
                 .get(&self.catalog_url)
@@ -69,11 +83,8 @@ impl CentralClient {
                 .insert_header((name.clone(), value.clone()))
         })
         .await;
-        // The answer, not only its head, within central.timeout_secs: a central
-        // stalling mid-answer would hold the lookup and every request
-        // coalesced on it for as long as the stall.
         let mut resp = match sent {
-            Ok(r) => r.timeout(self.cfg.timeout),
+            Ok(r) => r,
             Err(e) => return Lookup::Failed(e.to_string()),
         };
         match resp.status() {
