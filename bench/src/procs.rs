@@ -27,18 +27,7 @@ fn wait_listening(addr: SocketAddr, what: &str, child: &mut Child) -> Result<(),
     Err(format!("{what} did not listen on {addr} within 20 s"))
 }
 
-/// Resident and peak resident memory of a process, in KiB (`/proc/<pid>/status`).
-pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
+pub use gateway_tests::harness::rss_kib;
 
 /// Where the gateway finds what it serves and who it asks.
 pub struct GatewaySetup<'a> {

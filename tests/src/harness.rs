@@ -778,6 +778,20 @@ pub fn upstream_tls(pki: &Pki) -> ServerTls {
 }
 
 /// A free loopback port (bound and released; the kernel does not hand it out again soon).
+/// Resident and peak resident memory of a process (`VmRSS`, `VmHWM` in
+/// `/proc/<pid>/status`), in KiB.
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind(any_loopback_port())?.local_addr()
 }

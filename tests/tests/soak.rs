@@ -90,11 +90,7 @@ fn free_port() -> SocketAddr {
 
 /// `VmRSS` of `pid`, in kB.
 fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    gateway_tests::harness::rss_kib(pid).map(|(rss, _)| rss)
 }
 
 /// The gateway process; killed on drop.

@@ -82,13 +82,7 @@ pub fn assert_alive(env: &TestEnv, after: &str) {
 
 /// This process's resident set (`VmRSS`), in bytes; the gateway runs in it.
 pub fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    gateway_tests::harness::rss_kib(std::process::id()).map_or(0, |(kb, _)| kb * 1024)
 }
 
 pub const MIB: u64 = 1024 * 1024;
