@@ -5,7 +5,8 @@
 //! Invariants: the limits hold (parameter count, nesting depth); they only
 //! ever reject, never change an answer; an error names the limit it hit and
 //! its message stays short whatever the input; every object's keys are
-//! unique; and bodies of plain names (`a=1`, `a`, `a[]=1`) decode exactly as
+//! unique; and bodies of plain names (`a=1`, `a`, `a[]=1`) decode, or are
+//! refused for a bad escape, non-UTF-8 text or a name with no key, exactly as
 //! a straightforward model of Rack says.
 
 use container_gateway::management::rack::{Limits, Object, RackError, Value, parse_nested_query};
@@ -107,6 +108,17 @@ pub fn run(data: &[u8]) {
             assert!(count > limits.max_params);
         }
         Err(RackError::TooDeep { limit, .. }) => assert_eq!(*limit, limits.max_depth),
+        Err(
+            e @ (RackError::InvalidEscape { .. }
+            | RackError::NotUtf8 { .. }
+            | RackError::NoName { .. }),
+        ) => {
+            assert_eq!(
+                loose_result.as_ref().err(),
+                Some(e),
+                "a looser limit hid {e}"
+            );
+        }
         Err(e @ RackError::Type { .. }) => {
             assert_eq!(
                 loose_result.as_ref().err(),
@@ -130,29 +142,73 @@ pub fn run(data: &[u8]) {
     if let Some(expected) = flat_model(body) {
         match (&loose_result, expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, &want, "the model disagrees"),
-            (Err(RackError::Type { .. }), Err(())) => {}
+            (Err(RackError::Type { .. }), Err(Refused::Type)) => {}
+            (
+                Err(RackError::InvalidEscape { .. } | RackError::NotUtf8 { .. }),
+                Err(Refused::Decode),
+            ) => {}
+            (Err(RackError::NoName { .. }), Err(Refused::NoName)) => {}
             (got, want) => panic!("the model disagrees: {got:?}, model {want:?}"),
         }
     }
 }
 
+/// Why the model expects a body to be refused.
+#[derive(Debug)]
+enum Refused {
+    Type,
+    Decode,
+    NoName,
+}
+
+/// The model's own decoding: `+` is a space, `%XX` a byte, any other `%` an
+/// error, and the result must be UTF-8. `None` where the gateway must refuse.
+fn decode(raw: &[u8]) -> Option<String> {
+    let escapes_valid = raw.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || raw
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_valid {
+        return None;
+    }
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    percent_encoding::percent_decode(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
 /// Rack on a body whose names are all `key` or `key[]` with no other
 /// bracket: a hash that keeps first positions and last values, where `key[]`
 /// appends to an array (a nil or absent key starts one) and a non-array there
-/// is a type error. `None` when the body has other names.
-fn flat_model(body: &[u8]) -> Option<Result<Object, ()>> {
+/// is a type error. Pieces that do not decode, and names with no key, are
+/// refused, in body order. `None` when the body has other names.
+fn flat_model(body: &[u8]) -> Option<Result<Object, Refused>> {
     let mut params = Object::new();
     for piece in pieces(body) {
-        let bare = !piece.contains(&b'=');
-        let (name, value) = form_urlencoded::parse(piece).next()?;
-        let value = if bare {
-            Value::Null
-        } else {
-            Value::String(value.into_owned())
+        let (raw_name, raw_value) = match piece.iter().position(|b| *b == b'=') {
+            Some(at) => (&piece[..at], Some(&piece[at + 1..])),
+            None => (piece, None),
         };
+        let Some(name) = decode(raw_name) else {
+            return Some(Err(Refused::Decode));
+        };
+        let value = match raw_value.map(decode) {
+            None => Value::Null,
+            Some(Some(v)) => Value::String(v),
+            Some(None) => return Some(Err(Refused::Decode)),
+        };
+        if name.chars().all(|c| c == '[' || c == ']') {
+            return Some(Err(Refused::NoName));
+        }
         let (key, append) = match name.strip_suffix("[]") {
             Some(key) => (key, true),
-            None => (name.as_ref(), false),
+            None => (name.as_str(), false),
         };
         if key.is_empty() || key.contains(['[', ']']) {
             return None;
@@ -170,7 +226,7 @@ fn flat_model(body: &[u8]) -> Option<Result<Object, ()>> {
                 items.push(value);
                 params.insert(key, Value::Array(items));
             }
-            Some(_) => return Some(Err(())),
+            Some(_) => return Some(Err(Refused::Type)),
         }
     }
     Some(Ok(params))

@@ -325,6 +325,182 @@ fn bad_bodies_are_400_in_registry_format_and_change_nothing() {
     assert!(Arc::ptr_eq(&before, &snapshot(&env)));
 }
 
+/// Every file under the state directory with a digest of its bytes.
+fn state_on_disk(env: &TestEnv) -> Vec<(String, String)> {
+    use sha2::{Digest, Sha256};
+    let dir = env.gateway.state_dir();
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|entry| {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                hex::encode(Sha256::digest(&bytes)),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Each body is answered 400 in registry format with a message naming the
+/// problem, and neither the served state nor a byte on disk changes.
+#[track_caller]
+fn refused_unchanged(env: &TestEnv, cases: &[(&str, &str, &str, &str)]) {
+    let before = snapshot(env);
+    let disk = state_on_disk(env);
+    assert!(!disk.is_empty(), "a sync leaves state on disk");
+    let seen_before = (catalog(env, H1), catalog(env, H2));
+    for (route, content_type, body, expected) in cases {
+        let r = env
+            .gateway
+            .katello_curl()
+            .body(*content_type, *body)
+            .put(&format!("/container_gateway/{route}"));
+        assert_eq!(r.status, 400, "{route} {body:?}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["errors"][0]["code"], "BAD_REQUEST", "{route} {body:?}");
+        let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{route} {body:?}: {message}");
+        assert!(
+            Arc::ptr_eq(&before, &snapshot(env)),
+            "{route} {body:?} changed the state"
+        );
+        assert_eq!(state_on_disk(env), disk, "{route} {body:?} wrote to disk");
+    }
+    assert_eq!((catalog(env, H1), catalog(env, H2)), seen_before);
+}
+
+#[test]
+fn garbled_form_bodies_are_400_and_change_nothing_in_memory_or_on_disk() {
+    let env = env();
+    sync(&env);
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let mut cases = vec![
+        // Once answered 200 and applied as an empty repository list.
+        (
+            "repository_list",
+            FORM,
+            "repositories[][[[=&&==%ZZ&=",
+            "parameter 1 `repositories[][[[=' has no name",
+        ),
+        (
+            "repository_list",
+            FORM,
+            "repositories[][repository]=org%ZZpublic&repositories[][auth_required]=false",
+            "invalid %-encoding in parameter 1",
+        ),
+        (
+            "repository_list",
+            FORM,
+            "repositories[][repository]=org%2Fa&repositories[][auth_required]=true&=1",
+            "parameter 3 `=1' has no name",
+        ),
+        (
+            "repository_list",
+            FORM,
+            "repositories[][repository]=%ff%fe&repositories[][auth_required]=true",
+            "not UTF-8",
+        ),
+        (
+            "repository_list",
+            FORM,
+            "repositories[]&repositories[]",
+            "none of the 2 entries of `repositories` has a name",
+        ),
+        (
+            "repository_list",
+            FORM,
+            "repositories[][repository]=&repositories[][auth_required]=true",
+            "none of the 1 entries of `repositories` has a name",
+        ),
+        (
+            "repository_list",
+            "application/json",
+            r#"{"repositories":[null,{"repository":" ","auth_required":true}]}"#,
+            "none of the 2 entries",
+        ),
+    ];
+    for route in [
+        "update_hosts",
+        "host_repository_mapping",
+        "update_host_repositories",
+    ] {
+        cases.push((route, FORM, "hosts[][[=x", "has no name"));
+        cases.push((route, FORM, "hosts[]%=x", "invalid %-encoding"));
+    }
+    cases.push((
+        "update_hosts",
+        FORM,
+        "hosts[][uuid]=&hosts[][uuid]",
+        "none of the 2 entries of `hosts` has a UUID",
+    ));
+    for route in ["host_repository_mapping", "update_host_repositories"] {
+        cases.push((
+            route,
+            FORM,
+            "hosts[][][][repository]=org%2Fprivate%2Fapp&hosts[][][][auth_required]=true",
+            "of `hosts` has a UUID",
+        ));
+    }
+    cases.push((
+        "user_repository_mapping",
+        FORM,
+        "users[][%]",
+        "invalid %-encoding",
+    ));
+    cases.push((
+        "user_repository_mapping",
+        "application/json",
+        r#"{"users":[{"":[{"repository":"org/private/app","auth_required":true}]}]}"#,
+        "of `users` has a login",
+    ));
+    refused_unchanged(&env, &cases);
+}
+
+#[test]
+fn a_push_dropping_more_than_max_shrink_percent_is_409_and_changes_nothing() {
+    let env = TestEnv::builder()
+        .central(|c| c.public(&[PUBLIC]))
+        .gateway(|g| {
+            g.plain_listener(true)
+                .set("management.max_shrink_percent", 50)
+        })
+        .start();
+    sync(&env);
+    let before = snapshot(&env);
+    let disk = state_on_disk(&env);
+    // Two of three (66%) and all three (an empty list) are refused.
+    for body in [
+        katello_form::repository_list(&[(PUBLIC, false)]),
+        "repositories".to_owned(),
+    ] {
+        let r = env.gateway.push("repository_list", &body);
+        assert_eq!(r.status, 409, "{body}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["errors"][0]["code"], "DENIED");
+        let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("management.max_shrink_percent (50%)"),
+            "{message}"
+        );
+        assert!(Arc::ptr_eq(&before, &snapshot(&env)));
+        assert_eq!(state_on_disk(&env), disk);
+    }
+    assert_eq!(
+        catalog(&env, H1),
+        (200, vec![PRIVATE.to_owned(), PUBLIC.to_owned()])
+    );
+    // One of three (33%), with a new one added, is within the limit.
+    env.gateway
+        .push_repository_list(&[(PUBLIC, false), (PRIVATE, true), ("org/new/app", true)]);
+    let after = snapshot(&env);
+    assert_eq!(after.repositories.len(), 3);
+    assert!(after.repositories.contains_key("org/new/app"));
+    assert_ne!(state_on_disk(&env), disk);
+}
+
 #[test]
 fn json_bodies_are_accepted() {
     let env = env();

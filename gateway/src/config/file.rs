@@ -134,12 +134,14 @@ impl Default for CacheFile {
 #[serde(deny_unknown_fields, default)]
 pub struct ManagementFile {
     pub allowed_cns: Vec<String>,
+    pub max_shrink_percent: u64,
 }
 
 impl Default for ManagementFile {
     fn default() -> Self {
         Self {
             allowed_cns: vec!["katello.example.com".into()],
+            max_shrink_percent: 100,
         }
     }
 }

@@ -168,6 +168,8 @@ pub struct Config {
     pub central: CentralConfig,
     pub cache: CacheConfig,
     pub allowed_cns: Vec<String>,
+    /// `management.max_shrink_percent`.
+    pub push_policy: crate::management::PushPolicy,
     pub state_dir: PathBuf,
     pub plugins: PluginsConfig,
     pub admin_listen: Option<SocketAddr>,
@@ -490,6 +492,16 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
             c.add("management.allowed_cns", "holds an empty name");
         }
     }
+    let max_shrink_percent = match u8::try_from(f.management.max_shrink_percent) {
+        Ok(p) if p <= 100 => p,
+        _ => {
+            c.add(
+                "management.max_shrink_percent",
+                "must be a percentage from 0 to 100 (100 allows any push)",
+            );
+            100
+        }
+    };
 
     let state_dir = PathBuf::from(&f.state.dir);
     if f.state.dir.is_empty() {
@@ -611,6 +623,7 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
             negative_ttl: Duration::from_secs(f.cache.negative_ttl_secs),
         },
         allowed_cns: f.management.allowed_cns.clone(),
+        push_policy: crate::management::PushPolicy { max_shrink_percent },
         state_dir,
         plugins: PluginsConfig {
             dir: plugin_dir,

@@ -131,3 +131,27 @@ fn https_upstreams_need_their_ca_and_a_whole_client_pair() {
         "{keys:?}"
     );
 }
+
+#[test]
+fn the_shrink_limit_is_a_percentage_and_off_by_default() {
+    let dir = valid_dir();
+    let cfg = validate(Path::new("x"), &parse(&base(dir.path())).unwrap()).unwrap();
+    assert_eq!(cfg.push_policy.max_shrink_percent, 100);
+    let with = |p: &str| {
+        format!(
+            "{}[management]\nmax_shrink_percent = {p}\n",
+            base(dir.path())
+        )
+    };
+    let cfg = validate(Path::new("x"), &parse(&with("25")).unwrap()).unwrap();
+    assert_eq!(cfg.push_policy.max_shrink_percent, 25);
+    for bad in ["101", "1000"] {
+        let err = validate(Path::new("x"), &parse(&with(bad)).unwrap()).unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.key == "management.max_shrink_percent"),
+            "{bad}: {err:?}"
+        );
+    }
+}

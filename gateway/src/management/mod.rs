@@ -14,6 +14,7 @@ pub mod apply;
 pub mod payload;
 pub mod rack;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 use crate::http::errors::{self, API_VERSION, API_VERSION_HEADER};
 use crate::server::identify::tls_host;
 use crate::server::shared::Shared;
-use crate::state::{StateStore, StoreError};
+use crate::state::{Snapshot, StateStore, StoreError};
 use payload::{PayloadError, WhenNil};
 use rack::{Limits, Object, Value};
 
@@ -87,13 +88,61 @@ pub struct Summary {
     pub generation: u64,
 }
 
-/// Why a push was not applied. Nothing changed in either case.
+/// Why a push was not applied. Nothing changed in any case.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("{0}")]
     BadRequest(String),
+    /// Well-formed, but refused by policy (`management.max_shrink_percent`).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Persist(String),
+}
+
+/// What the admin allows a push to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushPolicy {
+    /// The largest share of the current repository list, in percent, that one
+    /// `repository_list` push may remove; 100 allows any push.
+    pub max_shrink_percent: u8,
+}
+
+impl Default for PushPolicy {
+    fn default() -> Self {
+        PushPolicy {
+            max_shrink_percent: 100,
+        }
+    }
+}
+
+impl PushPolicy {
+    /// Refuse a repository list that would drop more of `old` than allowed.
+    fn check_shrink(
+        &self,
+        old: &Snapshot,
+        push: &payload::RepositoryList,
+    ) -> Result<(), PushError> {
+        let current = old.repositories.len();
+        if self.max_shrink_percent >= 100 || current == 0 {
+            return Ok(());
+        }
+        let kept: HashSet<&str> = push.repositories.iter().map(|(n, _)| n.as_str()).collect();
+        let dropped = old
+            .repositories
+            .keys()
+            .filter(|name| !kept.contains(&***name))
+            .count();
+        // Compared in integers: dropped / current > max / 100.
+        if dropped * 100 > usize::from(self.max_shrink_percent) * current {
+            return Err(PushError::Conflict(format!(
+                "this push would remove {dropped} of the {current} repositories ({}%), more than management.max_shrink_percent ({}%) allows; nothing was changed",
+                dropped * 100 / current,
+                self.max_shrink_percent
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl From<PayloadError> for PushError {
@@ -122,6 +171,7 @@ pub fn apply_push(
     store: &StateStore,
     route: Route,
     params: &Object,
+    policy: &PushPolicy,
     now: SystemTime,
 ) -> Result<Summary, PushError> {
     let (mut summary, result) = match route {
@@ -136,7 +186,10 @@ pub fn apply_push(
             };
             (
                 s,
-                store.replace(|old| Ok::<_, PushError>(apply::repository_list(old, &push))),
+                store.replace(|old| {
+                    policy.check_shrink(old, &push)?;
+                    Ok::<_, PushError>(apply::repository_list(old, &push))
+                }),
             )
         }
         Route::UpdateHosts => {
@@ -283,10 +336,11 @@ async fn push(
         Err(response) => return response,
     };
     let state = shared.state.clone();
+    let policy = shared.config.push_policy;
     let outcome = web::block(move || {
         let params = decode(format, &body)?;
         drop(body);
-        apply_push(&state, route, &params, SystemTime::now())
+        apply_push(&state, route, &params, &policy, SystemTime::now())
     })
     .await;
     match outcome {
@@ -305,6 +359,10 @@ async fn push(
         Ok(Err(PushError::BadRequest(message))) => {
             warn!(route = route.name(), caller = %caller, problem = %message, "management push rejected");
             error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message)
+        }
+        Ok(Err(PushError::Conflict(message))) => {
+            warn!(route = route.name(), caller = %caller, problem = %message, "management push refused");
+            error(StatusCode::CONFLICT, "DENIED", &message)
         }
         Ok(Err(PushError::Persist(message))) => {
             tracing::error!(route = route.name(), problem = %message, "management push not applied: cannot save state");

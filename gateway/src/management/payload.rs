@@ -5,7 +5,8 @@
 //! encoding produces them for hosts without a UUID, hosts and users without
 //! repositories, and empty lists (each of which broke the Ruby gateway, see
 //! Foreman Redmine 38862, 38728 and 32745), so they are skipped or read as
-//! "none".
+//! "none". A list in which every entry was skipped is an error, though: that
+//! is a garbled body, and applying it would empty the list.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -116,6 +117,15 @@ fn boolean(v: Option<&Value>, default: bool, what: &str) -> Result<bool, Payload
     }
 }
 
+/// A list that had entries none of which could be used: refused, so that a
+/// garbled push never reads as "replace everything with nothing". An empty
+/// list has its own spelling, the bare key.
+fn none_usable(key: &str, skipped: usize, what: &str) -> PayloadError {
+    bad(format!(
+        "none of the {skipped} entries of `{key}` has {what}; nothing was applied (an empty list is sent as the bare key `{key}` (form) or `\"{key}\": []` (JSON))"
+    ))
+}
+
 /// `repositories: [{repository, auth_required}]`; nil is the empty list.
 ///
 /// A missing `auth_required` means true: an entry we cannot classify must not
@@ -156,6 +166,9 @@ pub fn repository_list(params: &Object) -> Result<RepositoryList, PayloadError> 
             None => out.skipped += 1,
         }
     }
+    if out.repositories.is_empty() && out.skipped > 0 {
+        return Err(none_usable("repositories", out.skipped, "a name"));
+    }
     Ok(out)
 }
 
@@ -187,6 +200,9 @@ pub fn host_list(params: &Object) -> Result<HostList, PayloadError> {
             Some(uuid) => out.uuids.push(uuid),
             None => out.skipped += 1,
         }
+    }
+    if out.uuids.is_empty() && out.skipped > 0 {
+        return Err(none_usable("hosts", out.skipped, "a UUID"));
     }
     Ok(out)
 }
@@ -274,6 +290,10 @@ pub fn mapping_list(
                 }
             }
         }
+    }
+    if out.mappings.is_empty() && out.skipped > 0 {
+        let what = if key == "users" { "a login" } else { "a UUID" };
+        return Err(none_usable(key, out.skipped, what));
     }
     Ok(out)
 }

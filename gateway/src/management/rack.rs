@@ -160,6 +160,23 @@ pub enum RackError {
     TooManyParams {
         limit: usize,
     },
+    /// A `%` not followed by two hex digits (Rack: "invalid %-encoding").
+    InvalidEscape {
+        index: usize,
+        param: String,
+    },
+    /// A name or value that is not UTF-8 once decoded.
+    NotUtf8 {
+        index: usize,
+        param: String,
+    },
+    /// A name without a key character (`=x`, `[]=x`, `a[][[[`): Rack drops
+    /// such a parameter silently, which turned a garbled push into an empty
+    /// one. We refuse the body instead.
+    NoName {
+        index: usize,
+        param: String,
+    },
 }
 
 impl fmt::Display for RackError {
@@ -184,6 +201,19 @@ impl fmt::Display for RackError {
                 )
             }
             RackError::TooManyParams { limit } => write!(f, "more than {limit} parameters"),
+            RackError::InvalidEscape { index, param } => write!(
+                f,
+                "invalid %-encoding in parameter {index} `{}'",
+                shorten(param)
+            ),
+            RackError::NotUtf8 { index, param } => write!(
+                f,
+                "parameter {index} `{}' is not UTF-8 once decoded",
+                shorten(param)
+            ),
+            RackError::NoName { index, param } => {
+                write!(f, "parameter {index} `{}' has no name", shorten(param))
+            }
         }
     }
 }
@@ -203,7 +233,9 @@ pub(crate) fn shorten(s: &str) -> String {
 ///
 /// Parameters are separated by `&` (spaces after it are dropped, as Rack's
 /// `/[&] */` separator does); names and values are percent-decoded with `+`
-/// as space (invalid UTF-8 is replaced, invalid escapes are kept literally).
+/// as space. An invalid escape is an error, as in Rack; so, stricter than
+/// Rack, are a result that is not UTF-8 and a name with no key in it, since
+/// either means the body is not what Katello meant to send.
 pub fn parse_nested_query(body: &[u8], limits: Limits) -> Result<Object, RackError> {
     let mut params = Object::new();
     let mut count = 0usize;
@@ -222,18 +254,59 @@ pub fn parse_nested_query(body: &[u8], limits: Limits) -> Result<Object, RackErr
                 limit: limits.max_params,
             });
         }
-        let bare = !piece.contains(&b'=');
-        let Some((name, value)) = form_urlencoded::parse(piece).next() else {
-            continue;
+        let (raw_name, raw_value) = match piece.iter().position(|b| *b == b'=') {
+            Some(at) => (&piece[..at], Some(&piece[at + 1..])),
+            None => (piece, None),
         };
-        let value = if bare {
-            Value::Null
-        } else {
-            Value::String(value.into_owned())
+        let name = unescape(raw_name, count, piece)?;
+        let value = match raw_value {
+            Some(raw) => Value::String(unescape(raw, count, piece)?),
+            None => Value::Null,
         };
-        normalize(&mut params, &name, value, 0, limits.max_depth)?;
+        let no_name = || RackError::NoName {
+            index: count,
+            param: String::from_utf8_lossy(piece).into_owned(),
+        };
+        if split_name(&name).is_none() {
+            return Err(no_name());
+        }
+        normalize(&mut params, &name, value, 0, limits.max_depth).map_err(|e| match e {
+            RackError::NoName { .. } => no_name(),
+            other => other,
+        })?;
     }
     Ok(params)
+}
+
+/// Rack's `unescape` (`URI.decode_www_form_component`): `+` is a space and
+/// `%XX` a byte; `%` followed by anything else is an error.
+fn unescape(raw: &[u8], index: usize, piece: &[u8]) -> Result<String, RackError> {
+    let param = || String::from_utf8_lossy(piece).into_owned();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+                match (hex(bytes.next()), hex(bytes.next())) {
+                    // Two hex digits make at most 0xff.
+                    (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
+                    _ => {
+                        return Err(RackError::InvalidEscape {
+                            index,
+                            param: param(),
+                        });
+                    }
+                }
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| RackError::NotUtf8 {
+        index,
+        param: param(),
+    })
 }
 
 /// What `normalize_params` returned, which its callers store: the hash it
@@ -310,7 +383,15 @@ fn normalize(
         });
     }
     let Some((k, after)) = split_name(name) else {
-        return Ok(if name == "[]" && v != Value::Null {
+        // `a[][]` is an array of arrays; any other keyless rest (`a[][[[`)
+        // is a garbled name, which Rack would have stored as nil.
+        if name != "[]" {
+            return Err(RackError::NoName {
+                index: 0,
+                param: name.to_owned(),
+            });
+        }
+        return Ok(if v != Value::Null {
             Normalized::Single(v)
         } else {
             Normalized::Nil

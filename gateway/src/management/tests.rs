@@ -124,7 +124,13 @@ fn push_form(store: &StateStore, route: Route, body: &str) -> Summary {
         Ok(p) => p,
         Err(e) => panic!("{}: {e}", route.name()),
     };
-    match apply_push(store, route, &params, SystemTime::now()) {
+    match apply_push(
+        store,
+        route,
+        &params,
+        &PushPolicy::default(),
+        SystemTime::now(),
+    ) {
         Ok(s) => s,
         Err(e) => panic!("{}: {e}", route.name()),
     }
@@ -136,7 +142,13 @@ fn push_json(store: &StateStore, route: Route, body: &str) -> Summary {
         Ok(p) => p,
         Err(e) => panic!("{}: {e}", route.name()),
     };
-    match apply_push(store, route, &params, SystemTime::now()) {
+    match apply_push(
+        store,
+        route,
+        &params,
+        &PushPolicy::default(),
+        SystemTime::now(),
+    ) {
         Ok(s) => s,
         Err(e) => panic!("{}: {e}", route.name()),
     }
@@ -146,7 +158,7 @@ fn push_json(store: &StateStore, route: Route, body: &str) -> Summary {
 fn rejected(store: &StateStore, route: Route, format: BodyFormat, body: &str) -> String {
     let before = store.snapshot();
     let r = decode(format, body.as_bytes())
-        .and_then(|p| apply_push(store, route, &p, SystemTime::now()));
+        .and_then(|p| apply_push(store, route, &p, &PushPolicy::default(), SystemTime::now()));
     let after = store.snapshot();
     assert!(
         Arc::ptr_eq(&before, &after),
@@ -244,6 +256,71 @@ fn repository_list_replaces_the_list() {
     assert_eq!(snap.repository("org/new"), Some(true));
     assert_eq!(snap.repository("org/pub"), Some(false));
     assert_eq!(snap.repositories.len(), 3);
+}
+
+#[test]
+fn max_shrink_percent_bounds_what_one_repository_list_may_remove() {
+    // Four repositories; each push keeps the first `keep` of them.
+    let names = ["org/a", "org/b", "org/c", "org/d"];
+    let list = |keep: usize| {
+        let repos: Vec<String> = names[..keep]
+            .iter()
+            .map(|n| format!(r#"{{"repository":"{n}","auth_required":true}}"#))
+            .collect();
+        format!(r#"{{"repositories":[{}]}}"#, repos.join(","))
+    };
+    let full = {
+        let store = store_with(Snapshot::default());
+        push_json(&store, Route::RepositoryList, &list(4));
+        store.snapshot()
+    };
+    let outcome = |max_shrink_percent: u8, keep: usize| {
+        let store = store_with((*full).clone());
+        let params = decode(BodyFormat::Json, list(keep).as_bytes()).map_err(|e| e.to_string())?;
+        let policy = PushPolicy { max_shrink_percent };
+        let before = store.snapshot();
+        match apply_push(
+            &store,
+            Route::RepositoryList,
+            &params,
+            &policy,
+            SystemTime::now(),
+        ) {
+            Ok(_) => Ok(store.snapshot().repositories.len()),
+            Err(PushError::Conflict(m)) => {
+                assert!(Arc::ptr_eq(&before, &store.snapshot()));
+                Err(m)
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    // Dropping exactly the allowed share is accepted; one more is not.
+    assert_eq!(outcome(50, 2), Ok(2));
+    let refused = outcome(50, 1).expect_err("3 of 4 is over 50%");
+    assert!(
+        refused.contains("remove 3 of the 4 repositories (75%)"),
+        "{refused}"
+    );
+    assert!(outcome(0, 3).is_err(), "0 allows no removal");
+    assert_eq!(outcome(0, 4), Ok(4));
+    assert_eq!(outcome(100, 0), Ok(0), "100 is off");
+    assert_eq!(outcome(99, 0).map_err(|_| ()), Err(()));
+    // A first list, onto nothing, is never a shrink.
+    let store = store_with(Snapshot::default());
+    let params = decode(BodyFormat::Json, list(1).as_bytes()).map_err(|e| e.to_string());
+    let policy = PushPolicy {
+        max_shrink_percent: 0,
+    };
+    assert!(params.is_ok_and(|p| {
+        apply_push(
+            &store,
+            Route::RepositoryList,
+            &p,
+            &policy,
+            SystemTime::now(),
+        )
+        .is_ok()
+    }));
 }
 
 #[test]
@@ -978,7 +1055,13 @@ fn persist_failure_rejects_the_push_and_keeps_the_state() {
     std::fs::remove_dir_all(&state_dir).unwrap();
     std::fs::write(&state_dir, b"x").unwrap();
     let params = decode(BodyFormat::Form, b"repositories").unwrap();
-    let r = apply_push(&store, Route::RepositoryList, &params, SystemTime::now());
+    let r = apply_push(
+        &store,
+        Route::RepositoryList,
+        &params,
+        &PushPolicy::default(),
+        SystemTime::now(),
+    );
     assert!(matches!(r, Err(PushError::Persist(_))), "{r:?}");
     assert!(Arc::ptr_eq(&before, &store.snapshot()));
 }
