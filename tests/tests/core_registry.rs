@@ -887,6 +887,32 @@ fn pushes_and_deletes_are_405_unsupported_and_never_reach_pulp() {
             "UNSUPPORTED",
         );
     }
+    // The other routes answer other methods the same way, naming what they take.
+    let curl = env.curl_as(&env.host_cert(HOST_A)).http(CurlHttp::Http11);
+    for (method, path, allow) in [
+        (
+            "POST",
+            "/index/static?label:org.flatpak.ref:exists=1",
+            "GET, HEAD",
+        ),
+        ("DELETE", "/index/dynamic", "GET, HEAD"),
+        ("POST", "/v2/token?scope=x", "GET"),
+        ("PUT", "/v1/_ping", "GET"),
+        ("POST", "/v1/search?q=a", "GET"),
+    ] {
+        let r = curl
+            .body("application/json", b"{}".to_vec())
+            .run(method, path);
+        common::assert_error(
+            &format!("{method} {path}"),
+            r.status,
+            r.header("content-type"),
+            &r.body,
+            405,
+            "UNSUPPORTED",
+        );
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+    }
     assert_eq!(env.pulp.total(), 0);
     assert_eq!(env.central.total(), 0);
 }

@@ -649,6 +649,51 @@ fn world_writable_plugin_file_is_refused() {
     assert!(p.message.contains("writable"), "{p}");
 }
 
+/// A plugin file or directory owned by another user is refused while
+/// `plugins.require_root_owner` holds, and loads once it is off. Giving a
+/// file away needs root (CI runs as root; elsewhere this says it skipped,
+/// or fails under CG_REQUIRE_E2E=1).
+#[test]
+fn a_plugin_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::chown;
+    if !gateway_tests::e2e::is_root() {
+        let msg = "a_plugin_owned_by_another_user_is_refused: not root, cannot chown";
+        assert!(!gateway_tests::e2e::required(), "{msg}");
+        gateway_tests::e2e::say(&format!("SKIPPED: {msg}"));
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let dir = PluginDir::new();
+    let path = dir.add_copy("rhsm-cert", "rhsm-cert");
+    chown(&path, Some(NOBODY), None).expect("chown the file");
+    let problems = problem_text(load(&dir.config(&["rhsm-cert"])));
+    let p = &problems.0[0];
+    assert_eq!(p.key, "plugins.chain");
+    assert!(p.message.contains(&path.display().to_string()), "{p}");
+    assert!(
+        p.message
+            .contains(&format!("owned by uid {NOBODY}, not root")),
+        "{p}"
+    );
+    let mut relaxed = dir.config(&["rhsm-cert"]);
+    relaxed.require_root_owner = false;
+    assert!(load(&relaxed).is_ok(), "loads with require_root_owner off");
+
+    // The file back to root, the directory given away: refused for the directory.
+    chown(&path, Some(0), None).expect("chown the file back");
+    assert!(
+        load(&dir.config(&["rhsm-cert"])).is_ok(),
+        "root's file loads"
+    );
+    chown(dir.path(), Some(NOBODY), None).expect("chown the directory");
+    let problems = problem_text(load(&dir.config(&["rhsm-cert"])));
+    assert!(
+        problems.0[0].message.contains("plugin directory")
+            && problems.0[0].message.contains(&format!("uid {NOBODY}")),
+        "{problems}"
+    );
+}
+
 #[test]
 fn group_writable_plugin_directory_is_refused() {
     let dir = PluginDir::with(&["rhsm-cert"]);

@@ -28,7 +28,8 @@
 //! Every 10 s it reads `VmRSS` from `/proc/<gateway pid>/status`. At the end it
 //! prints the samples and fails unless, after the warm-up (the first 20 % of the
 //! run), every sample stays within 10 % of their median (`SOAK_TOLERANCE_PCT`
-//! changes that).
+//! changes that), and fails if a single request was answered 5xx or its
+//! transfer failed.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -551,10 +552,9 @@ fn gateway_rss_stays_flat_under_mixed_load() {
         .map(|(_, n)| n)
         .sum();
     assert!(
-        (errors + counts.failed) * 1000 <= counts.requests,
-        "more than 0.1 % of the requests failed ({errors} 5xx, {} transfers; first: {:?})",
+        errors + counts.failed == 0,
+        "requests failed: {errors} 5xx, {} transfers; first: {:?}",
         counts.failed,
         counts.first_failure
     );
-    assert_eq!(counts.by_status.get(&500), None, "a 500");
 }

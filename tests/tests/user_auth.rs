@@ -337,16 +337,12 @@ async fn central_refusals_and_garbage_on_the_token_route() {
     let scope = enc(&format!("repository:{ALICE_REPO}:pull"));
     let token_path = format!("/v2/token?account=alice&scope={scope}");
 
-    // Wrong password: central's 401 and body, as they came.
+    // Wrong password: central's 401 and message, in registry format.
     let r = client.get(&token_path).basic("alice", "wrong").send().await;
     assert_eq!(r.status, 401);
-    let expected =
-        serde_json::json!({"error": {"message": "Unable to authenticate user alice"}}).to_string();
-    assert_eq!(r.text(), expected);
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/json; charset=utf-8")
-    );
+    let expected = serde_json::json!({"errors": [{"code": "UNAUTHORIZED", "message": "Unable to authenticate user alice"}]});
+    assert_eq!(r.json(), expected);
+    assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(
         r.header("docker-distribution-api-version"),
         Some("registry/2.0")
@@ -389,6 +385,32 @@ async fn central_refusals_and_garbage_on_the_token_route() {
         0,
         "no refresh without a token"
     );
+
+    // A refusal from central's frontend (HTML): the status, in registry format,
+    // and nothing of the page.
+    env.central.fail_times(
+        Some(CentralRoute::Token),
+        Fault::Respond {
+            status: 403,
+            content_type: "text/html".into(),
+            body: "<html><body>Forbidden by mod_security</body></html>".into(),
+        },
+        1,
+    );
+    let r = client
+        .get(&token_path)
+        .basic("alice", "alice-pw")
+        .send()
+        .await;
+    common::assert_error(
+        "html refusal",
+        r.status,
+        r.header("content-type"),
+        &r.body,
+        403,
+        "DENIED",
+    );
+    assert!(!r.text().contains("mod_security"), "{}", r.text());
 
     // Central failing or away: 502/503 in registry format, never 500.
     env.central

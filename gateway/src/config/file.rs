@@ -23,6 +23,9 @@ pub struct FileConfig {
 pub struct ServerFile {
     pub listen: Vec<String>,
     pub listen_plain: Vec<String>,
+    /// Allow `listen_plain` addresses other than loopback (a TLS-terminating
+    /// balancer on another host).
+    pub listen_plain_remote: bool,
     pub tls_cert: String,
     pub tls_key: String,
     pub client_ca: String,
@@ -41,6 +44,7 @@ impl Default for ServerFile {
         Self {
             listen: vec!["0.0.0.0:8443".into()],
             listen_plain: vec![],
+            listen_plain_remote: false,
             tls_cert: "/etc/foreman-proxy/ssl_cert.pem".into(),
             tls_key: "/etc/foreman-proxy/ssl_key.pem".into(),
             client_ca: "/etc/rhsm/ca/katello-default-ca.pem".into(),

@@ -369,6 +369,18 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
 
     let listen = c.addrs("server.listen", &f.server.listen);
     let listen_plain = c.addrs("server.listen_plain", &f.server.listen_plain);
+    if !f.server.listen_plain_remote {
+        // Plain HTTP carries bearer tokens and forwarded certificates in the
+        // clear: only for a frontend on this machine unless said otherwise.
+        for addr in listen_plain.iter().filter(|a| !a.ip().is_loopback()) {
+            c.add(
+                "server.listen_plain",
+                format!(
+                    "{addr} is not a loopback address; plain HTTP is for a frontend on this machine (127.0.0.1 or ::1). For a TLS-terminating balancer on another host set server.listen_plain_remote = true and list only the balancer in server.trusted_frontends"
+                ),
+            );
+        }
+    }
     if f.server.listen.is_empty() && f.server.listen_plain.is_empty() {
         c.add(
             "server.listen",

@@ -155,3 +155,45 @@ fn the_shrink_limit_is_a_percentage_and_off_by_default() {
         );
     }
 }
+
+#[test]
+fn a_plain_listener_is_loopback_unless_remote_is_allowed() {
+    let dir = valid_dir();
+    let with = |plain: &str, remote: Option<bool>| {
+        let mut text = base(dir.path()).replace(
+            "listen = [\"127.0.0.1:0\"]\n",
+            &format!("listen = [\"127.0.0.1:0\"]\nlisten_plain = [{plain}]\n"),
+        );
+        if let Some(remote) = remote {
+            text = text.replace(
+                "[pulp]\n",
+                &format!("listen_plain_remote = {remote}\n[pulp]\n"),
+            );
+        }
+        validate(Path::new("x"), &parse(&text).unwrap())
+    };
+    for ok in ["\"127.0.0.1:8080\"", "\"[::1]:8080\"", "\"127.0.0.2:8080\""] {
+        assert!(with(ok, None).is_ok(), "{ok}");
+    }
+    for remote in ["\"0.0.0.0:8080\"", "\"192.0.2.10:8080\"", "\"[::]:8080\""] {
+        let err = with(&format!("\"127.0.0.1:8080\", {remote}"), None).unwrap_err();
+        let problem = err
+            .0
+            .iter()
+            .find(|p| p.key == "server.listen_plain")
+            .unwrap_or_else(|| panic!("{remote}: {err:?}"));
+        assert!(
+            problem.message.contains("not a loopback address"),
+            "{problem:?}"
+        );
+        assert!(
+            problem.message.contains("server.listen_plain_remote"),
+            "{problem:?}"
+        );
+        assert!(with(remote, Some(true)).is_ok(), "{remote} allowed");
+        assert!(
+            with(remote, Some(false)).is_err(),
+            "{remote} explicitly refused"
+        );
+    }
+}

@@ -86,6 +86,18 @@ pub fn respond(status: StatusCode, code: Code, message: &str) -> HttpResponse {
         .body(body(code, message))
 }
 
+/// 405 naming the methods a route answers (`Allow`).
+pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut r = respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Code::Unsupported,
+        &format!("this route only answers {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 /// 503 with `Retry-After`, for "cannot decide right now": never fail open.
 pub fn unavailable(message: &str, retry_after_secs: u64) -> HttpResponse {
     let mut r = respond(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, message);

@@ -77,6 +77,43 @@ fn expiry(body: &TokenBody, date: Option<&str>) -> Result<SystemTime, &'static s
         .ok_or("expiry is out of range")
 }
 
+/// Central's refusal is the client's business: its status, with central's
+/// message (Katello's `{"error":{"message"}}`, or a registry error's) in a
+/// registry-format body. Anything else central sent (an HTML page from its
+/// frontend, say) is not passed on.
+fn refusal(status: u16, body: &[u8]) -> HttpResponse {
+    let status = StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| s.is_client_error())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let code = match status {
+        StatusCode::UNAUTHORIZED => Code::Unauthorized,
+        StatusCode::FORBIDDEN => Code::Denied,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::BAD_GATEWAY => Code::UpstreamError,
+        _ => Code::Unsupported,
+    };
+    let message = central_message(body).unwrap_or_else(|| {
+        format!(
+            "central refused the token request ({})",
+            status.canonical_reason().unwrap_or("error")
+        )
+    });
+    errors::respond(status, code, &message)
+}
+
+/// The message in a Katello or registry error body, if it has a short one.
+fn central_message(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let message = v
+        .pointer("/error/message")
+        .or_else(|| v.pointer("/errors/0/message"))?
+        .as_str()?
+        .trim();
+    (!message.is_empty() && message.len() <= 512 && !message.chars().any(char::is_control))
+        .then(|| message.to_owned())
+}
+
 fn malformed(why: &str) -> HttpResponse {
     tracing::warn!(reason = why, "malformed token answer from central");
     errors::respond(
@@ -138,15 +175,7 @@ pub async fn token(
         );
     }
     if answer.status != StatusCode::OK {
-        // Central's refusal is the client's business: relay it as it came.
-        let status =
-            StatusCode::from_u16(answer.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut resp = HttpResponse::build(status);
-        resp.insert_header((API_VERSION_HEADER, API_VERSION));
-        if let Some(ct) = &answer.content_type {
-            resp.insert_header((header::CONTENT_TYPE, ct.as_str()));
-        }
-        return resp.body(answer.body);
+        return refusal(answer.status.as_u16(), &answer.body);
     }
     let Ok(body) = serde_json::from_slice::<TokenBody>(&answer.body) else {
         return malformed("not a JSON object");

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -262,13 +262,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         push(route, req, body, shared)
                     },
                 ))
-                .default_service(web::to(|| async { method_not_allowed("PUT") })),
+                .default_service(web::to(|| async { errors::method_not_allowed("PUT") })),
         );
     }
     cfg.service(
         web::resource(paths("users"))
             .route(web::get().to(users))
-            .default_service(web::to(|| async { method_not_allowed("GET") })),
+            .default_service(web::to(|| async { errors::method_not_allowed("GET") })),
     );
 }
 
@@ -457,17 +457,6 @@ async fn after_draining(mut body: web::Payload, response: HttpResponse) -> HttpR
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     response
-}
-
-fn method_not_allowed(allow: &'static str) -> HttpResponse {
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "UNSUPPORTED",
-        &format!("this route only answers {allow}"),
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
 }
 
 /// A registry-format error (`{"errors":[{"code","message"}]}`), with codes of

@@ -245,8 +245,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
     // comparison.
     cfg.service(
         web::scope("/v2")
-            .service(web::resource("/token").route(web::get().to(token_route::token)))
-            .service(web::resource("/token/").route(web::get().to(token_route::token)))
+            .service(only_get(web::resource("/token").route(web::get().to(token_route::token))))
+            .service(only_get(web::resource("/token/").route(web::get().to(token_route::token))))
             .default_service(web::to(registry_routes::dispatch)),
     );
     for path in [
@@ -258,17 +258,23 @@ fn routes(cfg: &mut web::ServiceConfig) {
         cfg.service(
             web::resource(path)
                 .route(web::get().to(index_route::index))
-                .route(web::head().to(index_route::index)),
+                .route(web::head().to(index_route::index))
+                .default_service(web::to(|| async { errors::method_not_allowed("GET, HEAD") })),
         );
     }
     for path in ["/v1/_ping", "/v1/_ping/"] {
-        cfg.service(web::resource(path).route(web::get().to(v1_routes::ping)));
+        cfg.service(only_get(web::resource(path).route(web::get().to(v1_routes::ping))));
     }
     for path in ["/v1/search", "/v1/search/"] {
-        cfg.service(web::resource(path).route(web::get().to(v1_routes::search)));
+        cfg.service(only_get(web::resource(path).route(web::get().to(v1_routes::search))));
     }
     cfg.configure(crate::management::configure)
         .default_service(web::to(not_found));
+}
+
+/// Other methods on a GET route: 405 in registry format, not actix's empty one.
+fn only_get(resource: actix_web::Resource) -> actix_web::Resource {
+    resource.default_service(web::to(|| async { errors::method_not_allowed("GET") }))
 }
 
 async fn not_found(_req: HttpRequest) -> HttpResponse {
