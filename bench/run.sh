@@ -27,10 +27,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
+# The whole workspace, as `cargo test --workspace` and bench/soak.sh select it:
+# cargo resolves dependency features per selection, and another selection
+# would rebuild much of the tree (the smoke run reuses the test build).
 profile=release
-build=(--release)
-for arg in "$@"; do [ "$arg" = --smoke ] && { profile=debug; build=(); }; done
-cargo build "${build[@]}" -q -p gateway-bench -p container-gateway -p rhsm-cert
+build=(--release --workspace --lib --bins)
+for arg in "$@"; do [ "$arg" = --smoke ] && { profile=debug; build=(--workspace --lib --bins --tests); }; done
+cargo build "${build[@]}" -q
 
 # A thousand concurrent connections need two thousand descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

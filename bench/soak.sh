@@ -7,7 +7,8 @@
 #   bench/soak.sh                ten minutes, release build
 #   bench/soak.sh 30             thirty seconds
 #   bench/soak.sh 30 --debug     thirty seconds against the debug build that
-#                                `cargo test` already made (what CI runs)
+#                                `cargo test --workspace` already made (what CI
+#                                runs; nothing is rebuilt after it)
 #
 # The driver is tests/tests/soak.rs (an ignored test): it runs a fake Pulp and a
 # fake central over mutual TLS, writes the gateway's configuration, starts the
@@ -29,11 +30,16 @@ for arg in "$@"; do
     esac
 done
 
+# Every cargo call here selects the whole workspace, as `cargo test --workspace`
+# does: cargo resolves dependency features per selection, so `-p <one package>`
+# would build a second copy of much of the tree. The debug binary is then the
+# one the test build already made, and the release one is shared with
+# bench/run.sh.
 if [ "$profile" = release ]; then
-    cargo build --release -q -p container-gateway
+    cargo build --release -q --workspace --lib --bins
 else
-    cargo build -q -p container-gateway
+    cargo build -q --workspace --lib --bins --tests
 fi
 export SOAK_SECONDS="$seconds"
 export SOAK_GATEWAY_BIN="$PWD/target/$profile/container-gateway"
-exec cargo test -q -p gateway-tests --test soak -- --ignored --nocapture --test-threads=1
+exec cargo test -q --workspace --test soak -- --ignored --nocapture --test-threads=1

@@ -47,6 +47,21 @@ git ls-files -z --cached --others --exclude-standard |
     pack "$out/$name-$version.tar.gz" "$(git log -1 --format=%ct 2>/dev/null || date +%s)" --transform "s|^|$name-$version/|"
 
 cargo vendor --locked --versioned-dirs --quiet "$stage/vendor" >/dev/null
+# The crates the workspace patches in place ([patch.crates-io] paths under
+# vendor/, such as vendor/actix-http) come with the tree, into the same vendor/
+# the build's directory source reads, and cargo refuses any directory there
+# without a .cargo-checksum.json: give each one ("package": null, as cargo
+# writes for a git crate; it is built through its path, never from the source).
+for dir in vendor/*/; do
+    [[ -f "$dir/Cargo.toml" ]] || continue
+    crate=$(basename "$dir")
+    if [[ -e "$stage/vendor/$crate" ]]; then
+        echo "vendor/$crate is both in the tree and among the vendored crates" >&2
+        exit 1
+    fi
+    mkdir -p "$stage/vendor/$crate"
+    printf '{"files":{},"package":null}\n' >"$stage/vendor/$crate/.cargo-checksum.json"
+done
 # The format of %cargo_vendor_manifest: "name vX.Y.Z", registry crates only.
 cargo tree --locked --offline --workspace --edges=normal,build,dev --target=all --all-features \
     --prefix=none --format '{p}' |

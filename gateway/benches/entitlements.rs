@@ -45,6 +45,7 @@ fn populated() -> (Entitlements, Snapshot, tokio::runtime::Runtime) {
         stale_if_error: Duration::from_secs(3600),
         max_identities: 1_000_000,
         negative_ttl: Duration::from_secs(5),
+        token_revalidate: Duration::from_secs(300),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -1,4 +1,5 @@
-//! The command line (contract §8): `serve`, `check-config`, `demo`, `import-settings`.
+//! The command line (contract §8): `serve`, `check-config`, `demo`, `import-settings`,
+//! `migrate`.
 
 use std::path::PathBuf;
 
@@ -64,4 +65,10 @@ pub enum Command {
     /// (foreman-proxy's settings.yml and settings.d/container_gateway.yml).
     #[command(after_help = crate::import::EXIT_CODES_HELP)]
     ImportSettings(crate::import::ImportArgs),
+    /// Take over from smart_proxy_container_gateway: write gateway.toml, point
+    /// Apache's ProxyPass lines at the gateway, turn the Ruby plugin off in the
+    /// installer's hiera (each file backed up), and print the commands that
+    /// follow. --dry-run only prints; --rollback restores the backups.
+    #[command(after_help = crate::migrate::EXIT_CODES_HELP)]
+    Migrate(crate::migrate::MigrateArgs),
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::auth::{AuthChain, ReloadOutcome};
 use crate::config::{self, Config};
 use crate::run::{EXIT_CONFIG, EXIT_RUNTIME, LogFilter};
 use crate::server::{self, Running, StartError, StartOptions};
@@ -143,12 +144,15 @@ pub async fn run(path: &Path, config: Config, log_filter: LogFilter) -> i32 {
             }
             _ = hup.recv(), if !stopping => {
                 notifier.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=Reloading {}", monotonic_usec(), path.display()));
-                let outcome = reload(path, &shared.config, tls.as_ref(), &log_filter);
-                crate::admin::metrics::reload(outcome.is_ok());
-                let note = match outcome {
-                    Ok(()) => String::new(),
-                    Err(first) => format!("; last reload rejected: {first}"),
+                // Plugins reload only with the rest: a rejected file applies nothing.
+                let outcome = reload(path, &shared.config, tls.as_ref(), &log_filter)
+                    .map(|()| reload_plugins(&shared.chain));
+                let (result, note) = match outcome {
+                    Ok(Ok(())) => ("ok", String::new()),
+                    Ok(Err(first)) => ("partial", format!("; last reload partial: {first}")),
+                    Err(first) => ("rejected", format!("; last reload rejected: {first}")),
                 };
+                crate::admin::metrics::reload(result);
                 notifier.notify(&format!("READY=1\nSTATUS={}{note}", status(&shared)));
             }
             _ = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } } => {
@@ -194,16 +198,18 @@ fn listeners(running: &Running) -> String {
         .map(|a| a.to_string())
         .unwrap_or_else(|| "off".to_owned());
     format!(
-        "TLS [{}], plain [{}], admin {admin}",
+        "TLS [{}], plain [{}], management [{}], admin {admin}",
         list(&running.tls_addrs),
-        list(&running.plain_addrs)
+        list(&running.plain_addrs),
+        list(&running.management_addrs)
     )
 }
 
 /// Re-read the configuration file and apply what can change without
 /// dropping connections: the server certificate, key and client CA names,
 /// and `log.filter`. All of it applies or none of it does; on failure the
-/// first problem is returned (every problem is logged).
+/// first problem is returned (every problem is logged). The plugins reload
+/// after it, see [`reload_plugins`].
 pub fn reload(
     path: &Path,
     current: &Config,
@@ -242,6 +248,36 @@ pub fn reload(
     Ok(())
 }
 
+/// Ask every plugin of the chain to reload (the `rhsm-cert` plugin re-reads
+/// its CA bundle), logging and counting each outcome. A plugin that fails
+/// keeps its previous state and the others still reload; the first failure
+/// is returned for the service manager's status line.
+pub fn reload_plugins(chain: &AuthChain) -> Result<(), String> {
+    let mut first = None;
+    for (plugin, outcome) in chain.reload() {
+        let result = match outcome {
+            ReloadOutcome::Reloaded => {
+                tracing::info!(plugin, "auth plugin reloaded");
+                "ok"
+            }
+            ReloadOutcome::Unsupported => {
+                tracing::info!(
+                    plugin,
+                    "auth plugin does not reload; it keeps what it loaded at start"
+                );
+                "unsupported"
+            }
+            ReloadOutcome::Failed(message) => {
+                tracing::error!(plugin, error = %message, "auth plugin reload failed; it keeps its previous state");
+                first.get_or_insert_with(|| format!("plugin {plugin}: {message}"));
+                "failed"
+            }
+        };
+        crate::admin::metrics::plugin_reload(plugin, result);
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// Keys whose new value differs from the running one but only applies at
 /// start (listeners, upstreams, plugins, state, caches).
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -249,7 +285,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         format!("{a:?}") != format!("{b:?}")
     }
     let (o, n) = (&old.server, &new.server);
-    let checks: [(&'static str, &dyn Debug, &dyn Debug); 15] = [
+    let checks: [(&'static str, &dyn Debug, &dyn Debug); 19] = [
         ("server.listen", &o.listen, &n.listen),
         ("server.listen_plain", &o.listen_plain, &n.listen_plain),
         (
@@ -269,12 +305,29 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             &n.shutdown_timeout,
         ),
         ("server.workers", &o.workers, &n.workers),
-        // The subscription-certificate plugin loaded its trust anchors at start.
+        ("server.http2_*", &o.http2, &n.http2),
+        // Plugins re-read the CA bundle on reload, but from the path they
+        // were started with.
         ("server.client_ca (plugins)", &o.client_ca, &n.client_ca),
         ("pulp", &old.pulp, &new.pulp),
         ("central", &old.central, &new.central),
         ("cache", &old.cache, &new.cache),
         ("management.allowed_cns", &old.allowed_cns, &new.allowed_cns),
+        (
+            "management.max_shrink_percent",
+            &old.push_policy,
+            &new.push_policy,
+        ),
+        (
+            "management.listen",
+            &old.management_listen,
+            &new.management_listen,
+        ),
+        (
+            "management.proxy_version",
+            &old.proxy_version,
+            &new.proxy_version,
+        ),
         ("state.dir", &old.state_dir, &new.state_dir),
         ("plugins", &old.plugins, &new.plugins),
         ("admin.listen", &old.admin_listen, &new.admin_listen),

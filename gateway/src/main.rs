@@ -10,6 +10,7 @@ fn main() {
         Command::CheckConfig { config } => run::check_config(&config),
         Command::Demo { port, plugins_dir } => demo::run(port, plugins_dir),
         Command::ImportSettings(args) => container_gateway::import::run(&args),
+        Command::Migrate(args) => container_gateway::migrate::run(&args),
         Command::Explain {
             config,
             host,

@@ -1,10 +1,12 @@
 //! The real binary under a stand-in service manager: readiness on a
-//! `NOTIFY_SOCKET` the test owns, SIGHUP reloads, SIGTERM drains, and the
-//! admin listener of a process of its own (so its metrics start at zero).
+//! `NOTIFY_SOCKET` the test owns, SIGHUP reloads (of the certificate and of
+//! the `rhsm-cert` plugin's trusted CAs), SIGTERM drains, and the admin
+//! listener of a process of its own (so its metrics start at zero).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -23,13 +25,27 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
+        Pki::named("lifecycle test CA")
+    }
+
+    fn named(name: &str) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "lifecycle test CA");
+        params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         Pki {
             ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// A host's subscription certificate, `CN=<uuid>`, as Candlepin issues it.
+    fn host(&self, uuid: &str) -> HostCert {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, uuid);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        HostCert {
+            der: cert.der().to_vec(),
+            key: key.serialize_der(),
         }
     }
 
@@ -47,6 +63,35 @@ impl Pki {
         std::fs::rename(dir.join("server-key.pem.new"), dir.join("server-key.pem")).unwrap();
         cert.der().to_vec()
     }
+}
+
+/// A client certificate and its key (PKCS#8), both DER.
+struct HostCert {
+    der: Vec<u8>,
+    key: Vec<u8>,
+}
+
+/// Replace a file the way a certificate tool does: aside, then renamed, so a
+/// reload never reads half of it.
+fn replace_file(path: &Path, text: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// The `rhsm-cert` plugin built for this test run (a dev-dependency, so cargo
+/// builds its shared object next to the test binary), or `$GW_PLUGIN_DIR`'s.
+fn rhsm_cert_library() -> PathBuf {
+    let file = "librhsm_cert.so";
+    if let Some(dir) = std::env::var_os("GW_PLUGIN_DIR") {
+        return PathBuf::from(dir).join(file);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps.join(file), deps.join("..").join(file)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{file} not found next to {}", exe.display()))
 }
 
 fn free_port() -> SocketAddr {
@@ -117,6 +162,12 @@ struct Gateway {
 
 impl Gateway {
     fn start(pulp: SocketAddr) -> Gateway {
+        Gateway::start_with(pulp, None)
+    }
+
+    /// With `rhsm` set, the chain is the `rhsm-cert` plugin, with `rhsm` as
+    /// its `[plugins.settings.rhsm-cert]` table; without, the chain is empty.
+    fn start_with(pulp: SocketAddr, rhsm: Option<&str>) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("gw-lifecycle-")
             .tempdir()
@@ -127,6 +178,25 @@ impl Gateway {
         let first_cert = pki.write_server(d);
         std::fs::write(d.join("ca.pem"), pki.ca.pem()).unwrap();
         let (tls, plain, admin) = (free_port(), free_port(), free_port());
+        let plugins = match rhsm {
+            None => "chain = []".to_owned(),
+            Some(settings) => {
+                // A private 0755 copy: the gateway refuses group-writable
+                // plugin files, and the build directory's mode follows the umask.
+                let plugin_dir = d.join("plugins");
+                std::fs::create_dir(&plugin_dir).unwrap();
+                std::fs::set_permissions(&plugin_dir, std::fs::Permissions::from_mode(0o755))
+                    .unwrap();
+                let so = plugin_dir.join("librhsm_cert.so");
+                std::fs::copy(rhsm_cert_library(), &so).unwrap();
+                std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
+                format!(
+                    "dir = \"{}\"\nchain = [\"rhsm-cert\"]\n\n[plugins.settings.rhsm-cert]\n{}",
+                    plugin_dir.display(),
+                    settings
+                )
+            }
+        };
         let config = format!(
             r#"[server]
 listen = ["{tls}"]
@@ -148,7 +218,7 @@ url = "http://127.0.0.1:9"
 dir = "{d}/state"
 
 [plugins]
-chain = []
+{plugins}
 
 [admin]
 listen = "{admin}"
@@ -229,17 +299,33 @@ filter = "info"
 
     /// A fresh TLS connection (no session to resume), HTTP/1.1.
     fn tls_connect(&self) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        self.tls_connect_as(None)
+    }
+
+    /// A fresh TLS connection presenting `client`'s certificate, if any.
+    fn tls_connect_as(
+        &self,
+        client: Option<&HostCert>,
+    ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from(self.pki.ca.der().to_vec()))
             .unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut config = match client {
+            None => builder.with_no_client_auth(),
+            Some(host) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from(host.der.clone())],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(host.key.clone())),
+                )
+                .unwrap(),
+        };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let conn = rustls::ClientConnection::new(
             Arc::new(config),
@@ -318,6 +404,24 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     sock.set_read_timeout(Some(WAIT)).unwrap();
     sock.write_all(&request(path)).unwrap();
     read_response(&mut sock)
+}
+
+/// `GET /v2/` on a fresh TLS connection as `host`: the status.
+fn ping_as(gw: &Gateway, host: &HostCert) -> u16 {
+    tls_get(&mut gw.tls_connect_as(Some(host)), "/v2/").0
+}
+
+/// SIGHUP, then the `STATUS=` line that comes with the `READY=1` after it.
+fn reload(gw: &Gateway) -> String {
+    gw.signal(libc::SIGHUP);
+    let messages = gw.wait_for("READY=1");
+    messages
+        .last()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.strip_prefix("STATUS="))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The value of one series (`name{labels}`) in a `/metrics` body, 0 when absent.
@@ -591,4 +695,123 @@ fn metrics_count_requests_and_access_log_has_one_line_each() {
         !log.contains("secret-repo"),
         "logs never name a repository:\n{log}"
     );
+}
+
+#[test]
+fn sighup_makes_rhsm_cert_trust_the_rotated_ca_bundle() {
+    let pulp = FakePulp::start(Duration::ZERO);
+    // The production layout: server.client_ca is the plugin's bundle too.
+    let gw = Gateway::start_with(pulp.addr, Some(""));
+    gw.wait_for("READY=1");
+    let bundle = gw.dir().join("ca.pem");
+    let rotated = Pki::named("rotated Katello CA");
+    let old_host = gw.pki.host("0d2e5e4c-old-host");
+    let new_host = rotated.host("6a1f0b7e-new-host");
+
+    assert_eq!(ping_as(&gw, &old_host), 200, "{}", gw.log());
+    let mut kept_alive = gw.tls_connect_as(Some(&old_host));
+    assert_eq!(
+        tls_get(&mut kept_alive, "/v2/").0,
+        200,
+        "again, from the cache"
+    );
+    assert_eq!(ping_as(&gw, &new_host), 401, "a CA not yet trusted");
+    assert_eq!(tls_get(&mut gw.tls_connect(), "/v2/").0, 401, "anonymous");
+
+    replace_file(&bundle, &rotated.ca.pem());
+    let status = reload(&gw);
+    assert!(!status.contains("last reload"), "{status}");
+    assert_eq!(ping_as(&gw, &new_host), 200, "{}", gw.log());
+    assert_eq!(
+        ping_as(&gw, &old_host),
+        401,
+        "accepted and cached under the removed CA, refused after the reload"
+    );
+    assert_eq!(
+        tls_get(&mut kept_alive, "/v2/").0,
+        401,
+        "every request is judged again, also on a connection from before the reload"
+    );
+
+    // A bundle that does not load: the reload is refused, the trust stays.
+    replace_file(&bundle, "not a certificate\n");
+    let status = reload(&gw);
+    assert!(status.contains("last reload rejected"), "{status}");
+    assert_eq!(ping_as(&gw, &new_host), 200);
+    assert_eq!(ping_as(&gw, &rotated.host("a-host-never-seen")), 200);
+    assert_eq!(ping_as(&gw, &old_host), 401);
+
+    let (_, body) = http_get(gw.admin, "/metrics");
+    for (series, value) in [
+        (r#"gateway_reloads_total{result="ok"}"#, 1.0),
+        (r#"gateway_reloads_total{result="rejected"}"#, 1.0),
+        (
+            r#"gateway_plugin_reloads_total{plugin="rhsm-cert",result="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"gateway_plugin_reloads_total{plugin="rhsm-cert",result="failed"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(metric(&body, series), value, "{series}\n{body}");
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("reloaded: trusting 1 CA certificate(s)"),
+        "{log}"
+    );
+    assert!(log.contains("auth plugin reloaded"), "{log}");
+}
+
+#[test]
+fn a_plugin_bundle_that_does_not_load_keeps_the_old_trust_and_the_rest_of_the_reload() {
+    let pulp = FakePulp::start(Duration::ZERO);
+    // The plugin's own bundle, apart from the TLS hints' server.client_ca.
+    let hosts_dir = tempfile::tempdir().unwrap();
+    let bundle = hosts_dir.path().join("hosts-ca.pem");
+    let hosts = Pki::named("hosts CA");
+    replace_file(&bundle, &hosts.ca.pem());
+    let settings = format!("client_ca = \"{}\"", bundle.display());
+    let gw = Gateway::start_with(pulp.addr, Some(&settings));
+    gw.wait_for("READY=1");
+    let first = hosts.host("host-1");
+    assert_eq!(ping_as(&gw, &first), 200, "{}", gw.log());
+
+    std::fs::remove_file(&bundle).unwrap();
+    let second_cert = gw.pki.write_server(&gw.dir());
+    let status = reload(&gw);
+    assert!(
+        status.contains("last reload partial: plugin rhsm-cert: client_ca"),
+        "{status}"
+    );
+    assert_eq!(
+        leaf(&gw.tls_connect()),
+        second_cert,
+        "the rest of the reload applied"
+    );
+    assert_eq!(ping_as(&gw, &first), 200);
+    assert_eq!(
+        ping_as(&gw, &hosts.host("host-2")),
+        200,
+        "verified against the CAs trusted so far"
+    );
+    assert_eq!(http_get(gw.admin, "/healthz").0, 200);
+
+    let (_, body) = http_get(gw.admin, "/metrics");
+    assert_eq!(
+        metric(&body, r#"gateway_reloads_total{result="partial"}"#),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            r#"gateway_plugin_reloads_total{plugin="rhsm-cert",result="failed"}"#
+        ),
+        1.0,
+        "{body}"
+    );
+    let log = gw.log();
+    assert!(log.contains("auth plugin reload failed"), "{log}");
 }

@@ -2,9 +2,12 @@
 # CI step: the gateway in front of a REAL Pulp (tests/tests/e2e_real_pulp.rs).
 #
 # Starts pulpcore + pulp_container (from PyPI) with PostgreSQL through ../shared/tools/real-pulp.sh
-# (`up`, then `seed`) in a fresh directory, runs the suite with CG_REQUIRE_REAL_PULP=1 (a missing
-# Pulp or client tool fails it instead of skipping it), and always stops Pulp again (`down`).
-# Run it by hand the same way: tests/e2e/real-pulp-ci.sh (as root, on Debian 12).
+# (`up`, then `seed`) in a fresh directory, adds a multi-arch image (OCI index and Docker manifest
+# list, amd64 + arm64) with tests/e2e/seed_multiarch.py, runs the suite with CG_REQUIRE_REAL_PULP=1
+# (a missing Pulp, repository or client tool fails it instead of skipping it), and always stops
+# Pulp again (`down`).
+# Run it by hand the same way: tests/e2e/real-pulp-ci.sh (as root, on Debian 12). The suite is
+# selected within the whole workspace, as `cargo test --workspace` builds it, so nothing is rebuilt.
 #
 # Knobs: REAL_PULP_SH (default: ../shared/tools/real-pulp.sh beside the repository),
 # REAL_PULP_PARENT (where the work directory is made; default /tmp), PIP_CACHE_DIR (default:
@@ -67,9 +70,16 @@ say "Pulp up in $((SECONDS - t)) s"
 t=$SECONDS
 bash "$tool" seed "$dir" >/dev/null
 say "seeded in $((SECONDS - t)) s"
+t=$SECONDS
+"${PYTHON:-python3}" tests/e2e/seed_multiarch.py "$dir" >&2
+say "multi-arch image seeded in $((SECONDS - t)) s"
 
 t=$SECONDS
 # shellcheck disable=SC2086
 CG_REAL_PULP_DIR=$dir CG_REQUIRE_REAL_PULP=1 \
-    cargo test -p gateway-tests --test e2e_real_pulp ${CARGO_TEST_ARGS:-}
+    cargo test --workspace --test e2e_real_pulp ${CARGO_TEST_ARGS:-}
 say "suite (with any build) in $((SECONDS - t)) s"
+# flatpak >= 1.16 (built by tests/e2e/flatpak-116.sh, cached) presenting host certificates: tests/tests/e2e_flatpak_116.rs.
+CG_FLATPAK_116=${CG_FLATPAK_116:-$(bash tests/e2e/flatpak-116.sh)} CG_REAL_PULP_DIR=$dir CG_REQUIRE_REAL_PULP=1 CG_REQUIRE_FLATPAK_116=1 cargo test --workspace --test e2e_flatpak_116 real_pulp
+# The OCI conformance suite, directly and through the gateway, on this Pulp (SKIPPED without its binary).
+bash tests/e2e/oci-conformance.sh "$dir"

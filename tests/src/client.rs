@@ -641,7 +641,12 @@ impl Curl {
             format!("{}{}", self.base, path)
         };
         let mut cmd = Command::new("curl");
-        cmd.arg("-sS")
+        // `-q` first: no ~/.curlrc; every target is on this machine, so no
+        // proxy from the caller's environment either.
+        cmd.arg("-q")
+            .arg("--noproxy")
+            .arg("*")
+            .arg("-sS")
             .arg("--max-time")
             .arg(format!("{:.3}", self.max_time.as_secs_f64()))
             .arg("-D")

@@ -73,8 +73,8 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{
     Fault, Faults, HUGE_NAME_PREFIX, Recorded, RequestLog, ServerThread, ServerTls,
-    any_loopback_port, capture_connection, dropping_response, huge_response, lock, record,
-    respond_response, stall_body_response, truncate_response,
+    any_loopback_port, capture_connection, dropping_response, huge_response, lock, paced_response,
+    record, respond_response, stall_body_response, truncate_response,
 };
 
 /// Which route a central request hit.
@@ -617,6 +617,7 @@ async fn handle(req: HttpRequest, state: web::Data<CentralState>) -> HttpRespons
     }
     let mut truncate = false;
     let mut stall_body = None;
+    let mut paced = None;
     match state.faults.take(route) {
         None => {}
         Some(Fault::Stall(d)) => actix_web::rt::time::sleep(d).await,
@@ -633,6 +634,11 @@ async fn handle(req: HttpRequest, state: web::Data<CentralState>) -> HttpRespons
         }
         Some(Fault::Truncate) => truncate = true,
         Some(Fault::StallBody(d)) => stall_body = Some(d),
+        Some(Fault::Paced {
+            pieces,
+            gap,
+            chunked,
+        }) => paced = Some((pieces, gap, chunked)),
         Some(Fault::Respond {
             status,
             content_type,
@@ -659,6 +665,8 @@ async fn handle(req: HttpRequest, state: web::Data<CentralState>) -> HttpRespons
         truncate_response(resp)
     } else if let Some(pause) = stall_body {
         stall_body_response(resp, pause)
+    } else if let Some((pieces, gap, chunked)) = paced {
+        paced_response(resp, pieces, gap, chunked)
     } else {
         resp
     }

@@ -23,11 +23,40 @@
 //! |---|---|
 //! | `GET\|HEAD /index/static`, `/index/dynamic` | 400 `{"detail":"Missing label:org.flatpak.ref:exists=1."}` without that key, 400 `Unsupported <key>.` for unknown keys; else 200 compact raw-UTF-8 JSON (`Content-Type: application/json`, no ETag/Cache-Control), either the body set with [`FakePulpBuilder::index_json`] / [`FakePulp::set_index_json`] (served verbatim) or one generated from the repos and the query ([`pulp_index_json`]); `Registry` is the content origin. `/index/dynamic` with `Accept: text/html` gives DRF's HTML page. |
 //! | `GET /v2/` | 401 `WWW-Authenticate: Basic realm="api"` unless an `Authorization` header or a TLS client certificate came with it, then 200 `{}` |
-//! | `GET\|HEAD /v2/<name>/manifests/<ref>` | 200 with the exact bytes, `Content-Type` = media type, `Docker-Content-Digest`, `Content-Length` (HEAD: headers only); 404 `NAME_UNKNOWN` / `MANIFEST_UNKNOWN`; with [`FakeRepo::redirect_manifests`], a 302 to the content app instead (older pulp_container) |
-//! | `GET\|HEAD /v2/<name>/blobs/<digest>` | 302 to `<content_origin>/pulp/container/<name>/blobs/<digest>?expires=..&validate_token=..`; with [`FakeRepo::direct_blobs`] a 200 streamed straight from the API route; 404 `BLOB_UNKNOWN` |
+//! | `GET\|HEAD /v2/<name>/manifests/<ref>` | 200 with the exact bytes, `Content-Type` = media type, `Docker-Content-Digest`, `Content-Length` (HEAD: headers only); 404 `NAME_UNKNOWN` / `MANIFEST_UNKNOWN`; with [`FakeRepo::redirect_manifests`], a 302 to the content app instead (pulp_container before 2.28, see below). Manifest lists / OCI indexes ([`FakeRepo::image_list`]) likewise: by tag only for an `Accept` naming the list's own type |
+//! | `GET\|HEAD /v2/<name>/blobs/<digest>` | 302 to `<content_origin>/pulp/container/<name>/blobs/<digest>?expires=..&validate_token=..`; with [`FakeRepo::direct_blobs`] a 200 streamed straight from the `/v2/` route (pulp_container 1.x, see below); 404 `BLOB_UNKNOWN` |
+//! | `GET\|HEAD /v2/<name>/referrers/<digest>` | no such route in pulp_container 2.30 (its `urls.py` has none): Django's HTML 404, the same bytes as real Pulp, for any name ([`PathKind::Other`]) |
 //! | `GET /v2/<name>/tags/list?n=&last=` | `{"name":..,"tags":[sorted]}`; when a page is full, `Link: <http://<Host>/v2/<name>/tags/list?n=N&last=X>; rel="next"` (absolute, without `registry_path`, as Pulp behind Apache writes it) |
 //! | `GET /v2/_catalog?n=&last=` | `{"repositories":[sorted names]}`, same paging |
-//! | `GET\|HEAD /pulp/container/<name>/{blobs,manifests}/<ref>?expires=&validate_token=` | the content app (always at the root, not under `registry_path`): checks the signature (403 otherwise) and serves 200 with `Docker-Content-Digest`, `Etag`, `Accept-Ranges: bytes` (single `Range` supported, 206) |
+//! | `GET\|HEAD /pulp/container/<name>/blobs/<digest>?expires=&validate_token=` | the content app (always at the root, not under `registry_path`): checks the signature (403 otherwise) and serves 200 with `Docker-Content-Digest`, `Etag`, `Accept-Ranges: bytes` (single `Range` supported, 206) |
+//! | `GET\|HEAD /pulp/container/<name>/manifests/<ref>?expires=&validate_token=` | only for a [`FakeRepo::redirect_manifests`] repository: signature checked, then 200 with the bytes, `Docker-Content-Digest` and `Docker-Distribution-API-Version`; otherwise aiohttp's no-route `404: Not Found` (pulp_container 2.30's content app has no manifest route) |
+//!
+//! # Modes no pulp_container 2.30 answers in (not compared with a live Pulp)
+//!
+//! `tests/tests/e2e_real_pulp.rs` holds everything above to pulpcore 3.123 +
+//! pulp_container 2.30, including a multi-arch repository (OCI index and Docker
+//! manifest list). Two per-repository modes model older Pulps that the gateway
+//! still meets in the field, and no setting of 2.30 reproduces them, so they are
+//! not part of that comparison:
+//!
+//! * [`FakeRepo::redirect_manifests`]: pulp_container 2.0.0 to 2.27.x answer
+//!   manifest `GET` (and, from 2.3, `HEAD`) by tag or digest with a 302 to
+//!   `CONTENT_ORIGIN/pulp/container/<name>/manifests/<ref>` (signed), served by
+//!   the content app. 2.28.0 (changelog: "Manifest data is now served directly
+//!   from the registry API instead of issuing a redirect to the content app")
+//!   removed the redirect and the content app's manifest route; 2.30's
+//!   `Manifests.handle_safe_method` only returns `ManifestResponse`, whatever
+//!   the storage backend.
+//! * [`FakeRepo::direct_blobs`]: pulp_container 1.0 to 1.4 served `/v2/` from
+//!   the content app itself (aiohttp), blobs as a 200 from
+//!   `/v2/<name>/blobs/<digest>`. Since 2.0.0 the `/v2/` API is pulpcore-api's,
+//!   and a blob `GET` is always a 302: to the content app with the local
+//!   filesystem, with `REDIRECT_TO_OBJECT_STORAGE = False`, for on-demand and
+//!   pull-through blobs; to a presigned object-storage URL (another host) with
+//!   S3 or Azure and `REDIRECT_TO_OBJECT_STORAGE = True` (the default). (2.0
+//!   to 2.2 answered a blob `HEAD` with a bodiless 200 from the API.) A 200
+//!   from the `/v2/` route therefore also stands for any front that follows
+//!   the redirect itself.
 //!
 //! API answers carry gunicorn's `Connection: close` (turn off with
 //! [`FakePulpBuilder::keep_alive`]); content-app answers keep the connection.
@@ -82,8 +111,8 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{
     Fault, Faults, HUGE_NAME_PREFIX, Recorded, RequestLog, ServerThread, ServerTls,
-    any_loopback_port, capture_connection, dropping_response, huge_response, lock, record,
-    respond_response, stall_body_response, truncate_response,
+    any_loopback_port, capture_connection, dropping_response, huge_response, lock, paced_response,
+    record, respond_response, stall_body_response, truncate_response,
 };
 
 /// Media types.
@@ -272,6 +301,7 @@ pub enum Flavor {
 pub struct Image {
     os: String,
     architecture: String,
+    variant: Option<String>,
     labels: Labels,
     layers: Vec<Blob>,
     flavor: Flavor,
@@ -291,6 +321,7 @@ pub struct BuiltImage {
     pub layers: Vec<Blob>,
     pub os: String,
     pub architecture: String,
+    pub variant: Option<String>,
     pub labels: Vec<(String, String)>,
 }
 
@@ -300,6 +331,7 @@ impl Image {
         Image {
             os: "linux".into(),
             architecture: "amd64".into(),
+            variant: None,
             labels: Labels::default(),
             layers: vec![tar_gz_layer(&[("hello.txt", b"hello from a test layer\n")])],
             flavor: Flavor::Oci,
@@ -383,6 +415,13 @@ impl Image {
         self
     }
 
+    /// The CPU variant (`v8` for arm64, as `skopeo --override-arch arm64` expects), written into
+    /// the config and, in [`FakeRepo::image_list`], the entry's `platform`.
+    pub fn variant(mut self, variant: &str) -> Image {
+        self.variant = Some(variant.to_owned());
+        self
+    }
+
     /// Replace the layers (use [`tar_gz_layer`], [`Blob::new`] or [`Blob::generated`]).
     pub fn layers(mut self, layers: Vec<Blob>) -> Image {
         self.layers = layers;
@@ -423,6 +462,8 @@ impl Image {
             created: &'static str,
             architecture: &'a str,
             os: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            variant: Option<&'a str>,
             config: ContainerConfig<'a>,
             rootfs: RootFs,
             history: Vec<History>,
@@ -432,6 +473,7 @@ impl Image {
             created: "2026-01-01T00:00:00Z",
             architecture: &self.architecture,
             os: &self.os,
+            variant: self.variant.as_deref(),
             config: ContainerConfig {
                 labels: &self.labels,
             },
@@ -471,6 +513,7 @@ impl Image {
             layers: self.layers.clone(),
             os: self.os.clone(),
             architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
             labels: self.labels.0.clone(),
         }
     }
@@ -598,11 +641,16 @@ impl FakeRepo {
         for image in &images {
             let built = image.build();
             self.store_image(&built);
+            let mut platform =
+                serde_json::json!({"architecture": built.architecture, "os": built.os});
+            if let Some(v) = &built.variant {
+                platform["variant"] = serde_json::json!(v);
+            }
             entries.push(serde_json::json!({
                 "mediaType": built.manifest.media_type,
                 "digest": built.manifest.digest,
                 "size": built.manifest.bytes.len(),
-                "platform": {"architecture": built.architecture, "os": built.os},
+                "platform": platform,
             }));
             children.push((
                 built.manifest.digest.clone(),
@@ -1634,6 +1682,7 @@ async fn handle(req: HttpRequest, state: web::Data<PulpState>) -> HttpResponse {
 
     let mut truncate = false;
     let mut stall_body = None;
+    let mut paced = None;
     match state.faults.take(kind) {
         None => {}
         Some(Fault::Stall(d)) => actix_web::rt::time::sleep(d).await,
@@ -1658,6 +1707,11 @@ async fn handle(req: HttpRequest, state: web::Data<PulpState>) -> HttpResponse {
         }
         Some(Fault::Truncate) => truncate = true,
         Some(Fault::StallBody(d)) => stall_body = Some(d),
+        Some(Fault::Paced {
+            pieces,
+            gap,
+            chunked,
+        }) => paced = Some((pieces, gap, chunked)),
         Some(Fault::Respond {
             status,
             content_type,
@@ -1679,6 +1733,8 @@ async fn handle(req: HttpRequest, state: web::Data<PulpState>) -> HttpResponse {
         truncate_response(resp)
     } else if let Some(pause) = stall_body {
         stall_body_response(resp, pause)
+    } else if let Some((pieces, gap, chunked)) = paced {
+        paced_response(resp, pieces, gap, chunked)
     } else {
         resp
     }
@@ -1840,6 +1896,12 @@ fn answer(req: &HttpRequest, state: &Arc<PulpState>, route: Route) -> HttpRespon
             serve_blob(req, state, &mut b, &blob)
         }
         Route::ContentManifest { name, reference } => {
+            // pulp_container 2.28 dropped this route from the content app (manifests come from
+            // the API), so aiohttp answers with its no-route 404 before any signature check;
+            // only a repository in the older redirect mode still has it.
+            if !state.repo(&name).is_some_and(|r| r.redirect_manifests) {
+                return no_route();
+            }
             if !state.verify(req) {
                 return content_forbidden();
             }
@@ -1885,6 +1947,14 @@ fn content_forbidden() -> HttpResponse {
         .body("403: Access not authenticated");
     r.head_mut().reason = Some("Access not authenticated");
     r
+}
+
+/// aiohttp's answer to a path no route of the content app matches.
+fn no_route() -> HttpResponse {
+    HttpResponse::NotFound()
+        .insert_header((header::SERVER, AIOHTTP))
+        .content_type("text/plain; charset=utf-8")
+        .body("404: Not Found")
 }
 
 fn content_not_found(req: &HttpRequest) -> HttpResponse {

@@ -341,6 +341,15 @@ pub enum Fault {
     /// Send the full response head and the first half of the normal body,
     /// then wait this long before sending the rest (a hang in mid-body).
     StallBody(Duration),
+    /// Send the full response head, then the normal body in `pieces` equal
+    /// parts with `gap` before each, the first included: one piece after a
+    /// long gap is a hang right after the head; many after short gaps, a slow
+    /// but steady upstream. `chunked` leaves out `Content-Length`.
+    Paced {
+        pieces: u32,
+        gap: Duration,
+        chunked: bool,
+    },
     /// Answer exactly this status, `Content-Type` and body (an HTML page where
     /// JSON belongs, JSON of the wrong shape, ...).
     Respond {
@@ -557,6 +566,85 @@ pub(crate) fn stall_body_response(resp: HttpResponse, pause: Duration) -> HttpRe
     };
     resp.set_body(actix_web::body::SizedStream::new(declared, stream))
         .map_into_boxed_body()
+}
+
+/// Keep `resp`'s head and send its body as [`Fault::Paced`] says.
+pub(crate) fn paced_response(
+    resp: HttpResponse,
+    pieces: u32,
+    gap: Duration,
+    chunked: bool,
+) -> HttpResponse {
+    use actix_web::body::{BodySize, MessageBody};
+    let (mut resp, body) = resp.into_parts();
+    let declared = match body.size() {
+        BodySize::Sized(n) => n,
+        _ => 0,
+    };
+    let stream = PacedBody {
+        body,
+        held: bytes::BytesMut::new(),
+        piece: declared.div_ceil(u64::from(pieces.max(1))).max(1) as usize,
+        gap,
+        timer: Box::pin(actix_web::rt::time::sleep(gap)),
+        ended: false,
+    };
+    if chunked {
+        resp.headers_mut()
+            .remove(actix_web::http::header::CONTENT_LENGTH);
+        resp.set_body(actix_web::body::BodyStream::new(stream))
+            .map_into_boxed_body()
+    } else {
+        resp.set_body(actix_web::body::SizedStream::new(declared, stream))
+            .map_into_boxed_body()
+    }
+}
+
+struct PacedBody {
+    body: actix_web::body::BoxBody,
+    /// Read from `body`, not sent yet.
+    held: bytes::BytesMut,
+    piece: usize,
+    gap: Duration,
+    timer: std::pin::Pin<Box<actix_web::rt::time::Sleep>>,
+    /// `body` has nothing more.
+    ended: bool,
+}
+
+impl futures_util::Stream for PacedBody {
+    type Item = Result<Bytes, InjectedDrop>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use actix_web::body::MessageBody;
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        // Read a piece ahead, so that the end is known without another gap.
+        while !this.ended && this.held.len() < this.piece {
+            match std::pin::Pin::new(&mut this.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.held.extend_from_slice(&chunk),
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(Some(Err(InjectedDrop))),
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => break,
+            }
+        }
+        if this.ended && this.held.is_empty() {
+            return Poll::Ready(None);
+        }
+        if this.timer.as_mut().poll(cx).is_pending()
+            || (!this.ended && this.held.len() < this.piece)
+        {
+            return Poll::Pending;
+        }
+        let take = this.piece.min(this.held.len());
+        let piece = this.held.split_to(take).freeze();
+        let next = actix_web::rt::time::Instant::now() + this.gap;
+        this.timer.as_mut().reset(next);
+        Poll::Ready(Some(Ok(piece)))
+    }
 }
 
 struct StallingBody {

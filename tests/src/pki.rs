@@ -4,7 +4,7 @@
 //! use gateway_tests::pki::Pki;
 //!
 //! let pki = Pki::new();                        // a katello-default-ca look-alike
-//! let host = pki.host_cert("0d9c2c52-...");    // Candlepin SCA-shaped, CN = uuid
+//! let host = pki.host_cert("0d9c2c52-...");    // Candlepin-like, CN = uuid
 //! let files = pki.write_to(std::path::Path::new("/tmp/x")); // ca.pem, server.pem, ...
 //! let chain: Vec<Vec<u8>> = host.chain_der();  // DER, leaf first, as `AuthFacts::tls_chain`
 //! let header = host.forwarded_header_value();  // PEM with spaces, as Apache forwards it
@@ -15,7 +15,12 @@
 //!
 //! | method | certificate |
 //! |---|---|
-//! | [`Pki::host_cert`] | subscription certificate as Candlepin issues it (below), valid now |
+//! | [`Pki::host_cert`] | subscription certificate, Candlepin-like and 3-4 KB (below), valid now |
+//! | [`Pki::content_access_cert`] | Candlepin's SCA content access certificate, as `/etc/pki/entitlement/<serial>.pem` |
+//! | [`Pki::identity_cert`] | Candlepin's consumer identity certificate, as `/etc/pki/consumer/cert.pem` |
+//! | [`Pki::pool_entitlement_cert`] | Candlepin's pool entitlement certificate (type `Basic`, CN = entitlement id) |
+//! | [`Pki::anonymous_content_access_cert`] | Candlepin's anonymous cloud consumer certificate (type `basic`, no O) |
+//! | [`Pki::partial_entitlement_cert`] | `CN=<uuid>` with the content payload but no entitlement type or version |
 //! | [`Pki::expired_host_cert`] / [`Pki::not_yet_valid_host_cert`] | the same, outside its validity period |
 //! | [`Pki::host_cert_from_other_ca`] | the same, signed by a CA with the same name but another key |
 //! | [`Pki::host_cert_via_intermediate`] | the same, signed by an intermediate CA; `chain_der()` includes it |
@@ -23,12 +28,31 @@
 //! | [`Pki::server_cert`] | TLS server certificate for `localhost`, `127.0.0.1` and `::1` |
 //! | [`Pki::management_cert`] | client certificate for Katello's management calls (`CN=katello.example.com`) |
 //!
-//! The subscription certificate matches Candlepin's: RSA-2048, sha256WithRSA,
+//! [`Pki::host_cert`] combines both consumer certificates so that one
+//! certificate exercises every parser path: RSA-2048, sha256WithRSA,
 //! `CN=<uuid>, O=<org>`; non-critical basicConstraints CA:FALSE; non-critical
-//! keyUsage digitalSignature, keyEncipherment, dataEncipherment; EKU
-//! clientAuth; Netscape cert type SSL client + S/MIME; a subjectAltName of two
-//! directory names; Red Hat extensions `1.3.6.1.4.1.2312.9.{6,7,8}` with a
+//! keyUsage digitalSignature, keyEncipherment, dataEncipherment (Candlepin
+//! before 2024); EKU clientAuth; Netscape cert type SSL client + S/MIME; the
+//! identity certificate's subjectAltName of two directory names; the content
+//! access certificate's Red Hat extensions `1.3.6.1.4.1.2312.9.{6,7,8}` with a
 //! ~1.6 KB opaque payload, so the PEM is 3-4 KB.
+//!
+//! The `Candlepin's ...` certificates follow candlepin/candlepin at 48a972fe
+//! (`pki/impl/bc/BouncyCastleX509CertificateBuilder.java`, and the
+//! `SCACertificateGenerator`, `IdentityCertificateGenerator`,
+//! `EntitlementCertificateGenerator`, `AnonymousCertificateGenerator` in
+//! `pki/certs/`): the issuer is the CA's subject; the subject is `O=<owner key>`
+//! then `CN=<name>` (`X500NameBuilder` order); Netscape cert type SSL client +
+//! S/MIME; critical keyUsage digitalSignature; EKU clientAuth; authority and
+//! subject key identifiers; non-critical basicConstraints CA:FALSE. The
+//! identity certificate adds a subjectAltName (its subject, then `CN=<consumer
+//! name>`) and no Red Hat extension. Entitlement certificates add no
+//! subjectAltName but `2312.9.6` = UTF8String "3.4", `2312.9.8` = UTF8String
+//! type, and `2312.9.7` = OCTET STRING payload: a zlib stream (best
+//! compression) of the path segments, each NUL-terminated, followed by the
+//! Huffman-coded path tree (here: deterministic filler bytes). Candlepin's keys
+//! are RSA-4096 by default; these use the pooled RSA-2048 keys, which no check
+//! tells apart.
 //!
 //! RSA key generation is slow, so keys come from a small process-wide pool and
 //! are shared between certificates and between `Pki` values. Consecutive
@@ -174,6 +198,79 @@ impl Pki {
             &host_params(uuid, now - Duration::hours(1), now + Duration::days(365)),
             &[],
         )
+    }
+
+    /// Candlepin's SCA content access certificate for consumer `uuid`, valid
+    /// now: what `/etc/pki/entitlement/<serial>.pem` holds and what podman,
+    /// skopeo and flatpak present once Katello's host setup has linked it into
+    /// `/etc/containers/certs.d/<capsule>/client.cert`.
+    pub fn content_access_cert(&self, uuid: &str) -> Issued {
+        let payload = content_payload(&[ORG, "Library", "Default_Organization_View"]);
+        issue_candlepin(
+            &self.ca,
+            &candlepin_params(
+                Some(ORG),
+                uuid,
+                None,
+                Some(("OrgLevel", payload)),
+                Duration::days(365),
+            ),
+        )
+    }
+
+    /// Candlepin's consumer identity certificate for consumer `uuid`, whose
+    /// registered name is `name`, valid now.
+    pub fn identity_cert(&self, uuid: &str, name: &str) -> Issued {
+        issue_candlepin(
+            &self.ca,
+            &candlepin_params(Some(ORG), uuid, Some(name), None, Duration::days(365 * 16)),
+        )
+    }
+
+    /// Candlepin's certificate for one pool entitlement (the pre-SCA
+    /// `/etc/pki/entitlement/<serial>.pem`): its CN is the entitlement's id,
+    /// not a consumer's.
+    pub fn pool_entitlement_cert(&self, entitlement_id: &str) -> Issued {
+        let payload = content_payload(&[ORG, "Library", "content", "dist", "rhel9"]);
+        issue_candlepin(
+            &self.ca,
+            &candlepin_params(
+                Some(ORG),
+                entitlement_id,
+                None,
+                Some(("Basic", payload)),
+                Duration::days(365),
+            ),
+        )
+    }
+
+    /// Candlepin's certificate for an anonymous cloud consumer: `CN=<uuid>`
+    /// with no organisation, entitlement type `basic`.
+    pub fn anonymous_content_access_cert(&self, uuid: &str) -> Issued {
+        let payload = content_payload(&["content", "dist", "rhel9"]);
+        issue_candlepin(
+            &self.ca,
+            &candlepin_params(
+                None,
+                uuid,
+                None,
+                Some(("basic", payload)),
+                Duration::days(2),
+            ),
+        )
+    }
+
+    /// `CN=<uuid>, O=<org>` with a `2312.9.7` payload but neither the type nor
+    /// the version extension: neither kind of consumer certificate.
+    pub fn partial_entitlement_cert(&self, uuid: &str) -> Issued {
+        let mut params = candlepin_params(Some(ORG), uuid, None, None, Duration::days(365));
+        params
+            .custom_extensions
+            .push(CustomExtension::from_oid_content(
+                OID_RH_ENTITLEMENT_DATA,
+                der::tlv(0x04, &content_payload(&[ORG, "Library"])),
+            ));
+        issue_candlepin(&self.ca, &params)
     }
 
     /// As [`Pki::host_cert`], expired yesterday.
@@ -415,7 +512,29 @@ fn leaf_params(cn: &str, lifetime: Duration) -> CertificateParams {
 }
 
 fn issue(ca: &Ca, params: &CertificateParams, intermediates: &[Vec<u8>]) -> Issued {
+    issue_with_key(ca, params, key_pair(Slot::Leaf), intermediates)
+}
+
+/// As [`issue`], adding the subject key identifier Candlepin writes; rcgen
+/// writes one only beside a critical basicConstraints, which Candlepin's is not.
+fn issue_candlepin(ca: &Ca, params: &CertificateParams) -> Issued {
     let key = key_pair(Slot::Leaf);
+    let mut params = params.clone();
+    params
+        .custom_extensions
+        .push(CustomExtension::from_oid_content(
+            OID_SUBJECT_KEY_IDENTIFIER,
+            der::tlv(0x04, &params.key_identifier(&key)),
+        ));
+    issue_with_key(ca, &params, key, &[])
+}
+
+fn issue_with_key(
+    ca: &Ca,
+    params: &CertificateParams,
+    key: KeyPair,
+    intermediates: &[Vec<u8>],
+) -> Issued {
     let cert = params
         .signed_by(&key, &ca.issuer)
         .expect("certificate signs");
@@ -431,6 +550,7 @@ fn issue(ca: &Ca, params: &CertificateParams, intermediates: &[Vec<u8>]) -> Issu
 const OID_BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
 const OID_KEY_USAGE: &[u64] = &[2, 5, 29, 15];
 const OID_SUBJECT_ALT_NAME: &[u64] = &[2, 5, 29, 17];
+const OID_SUBJECT_KEY_IDENTIFIER: &[u64] = &[2, 5, 29, 14];
 const OID_NETSCAPE_CERT_TYPE: &[u64] = &[2, 16, 840, 1, 113730, 1, 1];
 const OID_CN: &[u64] = &[2, 5, 4, 3];
 const OID_O: &[u64] = &[2, 5, 4, 10];
@@ -482,6 +602,100 @@ fn host_params(
         ),
     ];
     params
+}
+
+/// The parameters of a certificate as Candlepin's certificate builder makes
+/// them (see the module documentation): subject `O=<org>` (when there is one)
+/// then `CN=<cn>`; a subjectAltName when `alt_name` is given (the identity
+/// certificate); the three Red Hat entitlement extensions when `entitlement`
+/// gives their type and payload.
+fn candlepin_params(
+    org: Option<&str>,
+    cn: &str,
+    alt_name: Option<&str>,
+    entitlement: Option<(&str, Vec<u8>)>,
+    lifetime: Duration,
+) -> CertificateParams {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    let mut subject: Vec<(&[u64], &str)> = Vec::new();
+    if let Some(org) = org {
+        dn.push(DnType::OrganizationName, org);
+        subject.push((OID_O, org));
+    }
+    dn.push(DnType::CommonName, cn);
+    subject.push((OID_CN, cn));
+    params.distinguished_name = dn;
+    // Candlepin backdates by an hour, for clocks that lag.
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + lifetime;
+    params.serial_number = Some(serial());
+    params.use_authority_key_identifier_extension = true;
+    // rcgen writes basicConstraints critical; Candlepin's is not (below).
+    params.is_ca = IsCa::NoCa;
+    // rcgen writes keyUsage critical, as Candlepin does.
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.custom_extensions = vec![
+        // SSL client (bit 0) and S/MIME (bit 2).
+        CustomExtension::from_oid_content(OID_NETSCAPE_CERT_TYPE, vec![0x03, 0x02, 0x05, 0xa0]),
+        CustomExtension::from_oid_content(OID_BASIC_CONSTRAINTS, der::seq(&[])),
+    ];
+    if let Some(name) = alt_name {
+        let alt_cn: &[(&[u64], &str)] = &[(OID_CN, name)];
+        let san = der::seq(&[
+            &der::tlv(0xa4, &der::name(&subject)),
+            &der::tlv(0xa4, &der::name(alt_cn)),
+        ]);
+        params
+            .custom_extensions
+            .push(CustomExtension::from_oid_content(OID_SUBJECT_ALT_NAME, san));
+    }
+    if let Some((entitlement_type, payload)) = entitlement {
+        params.custom_extensions.extend([
+            CustomExtension::from_oid_content(OID_RH_ENTITLEMENT_VERSION, der::tlv(0x0c, b"3.4")),
+            CustomExtension::from_oid_content(
+                OID_RH_ENTITLEMENT_TYPE,
+                der::tlv(0x0c, entitlement_type.as_bytes()),
+            ),
+            CustomExtension::from_oid_content(OID_RH_ENTITLEMENT_DATA, der::tlv(0x04, &payload)),
+        ]);
+    }
+    params
+}
+
+/// Candlepin's `2312.9.7` payload for content under the path `segments`: the
+/// segments, each NUL-terminated, deflated into a zlib stream at best
+/// compression, then the Huffman-coded path tree that points into them
+/// (filler bytes here; nothing reads it but subscription-manager).
+pub fn content_payload(segments: &[&str]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    for segment in segments {
+        z.write_all(segment.as_bytes()).expect("write to memory");
+        z.write_all(&[0]).expect("write to memory");
+    }
+    let mut out = z.finish().expect("write to memory");
+    let tree_len = 8 + 2 * segments.len();
+    out.extend((0..tree_len).map(|i| (i as u8).wrapping_mul(0x5d) ^ 0xa5));
+    out
+}
+
+/// The path segments of a [`content_payload`], read back: what the zlib
+/// stream at its start inflates to, split at the NULs.
+pub fn content_payload_segments(payload: &[u8]) -> Option<Vec<String>> {
+    use std::io::Read;
+    let mut z = flate2::read::ZlibDecoder::new(payload);
+    let mut text = Vec::new();
+    z.read_to_end(&mut text).ok()?;
+    let text = String::from_utf8(text).ok()?;
+    let segments: Vec<String> = text
+        .strip_suffix('\0')?
+        .split('\0')
+        .map(str::to_owned)
+        .collect();
+    Some(segments)
 }
 
 /// Looks like Candlepin's zlib-compressed entitlement data: a zlib header,
@@ -570,5 +784,129 @@ mod tests {
         );
         assert_eq!(der::tlv(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
         assert_eq!(der::tlv(0x04, &[0; 300])[..4], [0x04, 0x82, 0x01, 0x2c]);
+    }
+
+    const UUID: &str = "5a1c2f0e-7d3b-4c9a-8e6f-1b2d3c4e5f60";
+
+    fn extension<'a>(
+        cert: &'a x509_parser::certificate::X509Certificate<'_>,
+        id: &str,
+    ) -> Option<&'a x509_parser::extensions::X509Extension<'a>> {
+        cert.extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == id)
+    }
+
+    #[test]
+    fn content_access_cert_is_built_as_candlepin_builds_it() {
+        use x509_parser::prelude::*;
+        let pki = Pki::new();
+        let issued = pki.content_access_cert(UUID);
+        let (_, cert) = X509Certificate::from_der(&issued.cert_der).expect("parses");
+        let ca_der = pki.ca_der();
+        let (_, ca) = X509Certificate::from_der(&ca_der).expect("parses");
+        assert_eq!(cert.issuer().as_raw(), ca.subject().as_raw());
+        // O first, then CN, each its own RDN.
+        let rdns: Vec<String> = cert
+            .subject()
+            .iter()
+            .flat_map(|rdn| rdn.iter())
+            .map(|a| {
+                format!(
+                    "{}={}",
+                    a.attr_type().to_id_string(),
+                    a.as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        assert_eq!(rdns, [format!("2.5.4.10={ORG}"), format!("2.5.4.3={UUID}")]);
+        let ku = cert.key_usage().expect("one").expect("present");
+        assert!(ku.critical && ku.value.digital_signature());
+        assert!(!ku.value.key_encipherment() && !ku.value.key_cert_sign());
+        let bc = cert.basic_constraints().expect("one").expect("present");
+        assert!(!bc.critical && !bc.value.ca);
+        assert!(
+            cert.extended_key_usage()
+                .expect("one")
+                .expect("present")
+                .value
+                .client_auth
+        );
+        assert!(cert.subject_alternative_name().expect("one").is_none());
+        assert!(extension(&cert, "2.5.29.35").is_some(), "authority key id");
+        assert!(extension(&cert, "2.5.29.14").is_some(), "subject key id");
+        assert!(
+            extension(&cert, "2.16.840.1.113730.1.1").is_some(),
+            "Netscape type"
+        );
+
+        let value = |id: &str| extension(&cert, id).map(|e| e.value.to_vec());
+        assert_eq!(value("1.3.6.1.4.1.2312.9.6"), Some(der::tlv(0x0c, b"3.4")));
+        assert_eq!(
+            value("1.3.6.1.4.1.2312.9.8"),
+            Some(der::tlv(0x0c, b"OrgLevel"))
+        );
+        let data = value("1.3.6.1.4.1.2312.9.7").expect("payload");
+        assert_eq!(data[0], 0x04, "an OCTET STRING");
+        let payload = &data[2..];
+        assert_eq!(payload[..2], [0x78, 0xda], "zlib, best compression");
+        assert_eq!(
+            content_payload_segments(payload).expect("inflates"),
+            [ORG, "Library", "Default_Organization_View"]
+        );
+        assert!(extension(&cert, "2.5.29.17").is_none());
+    }
+
+    #[test]
+    fn identity_cert_has_the_alt_name_and_no_entitlement_extension() {
+        use x509_parser::prelude::*;
+        let issued = Pki::new().identity_cert(UUID, "host1.example.com");
+        let (_, cert) = X509Certificate::from_der(&issued.cert_der).expect("parses");
+        let san = cert
+            .subject_alternative_name()
+            .expect("one")
+            .expect("present");
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DirectoryName(name) => name.to_string(),
+                other => panic!("not a directory name: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                format!("O={ORG}, CN={UUID}"),
+                "CN=host1.example.com".to_owned()
+            ]
+        );
+        for arc in 6..=8 {
+            assert!(extension(&cert, &format!("1.3.6.1.4.1.2312.9.{arc}")).is_none());
+        }
+    }
+
+    #[test]
+    fn other_candlepin_certificates_carry_their_own_type() {
+        use x509_parser::prelude::*;
+        let pki = Pki::new();
+        for (issued, ty, org) in [
+            (
+                pki.pool_entitlement_cert("8a8b8c8d9e9f0a1b2c3d4e5f60718293"),
+                "Basic",
+                true,
+            ),
+            (pki.anonymous_content_access_cert(UUID), "basic", false),
+        ] {
+            let (_, cert) = X509Certificate::from_der(&issued.cert_der).expect("parses");
+            let t = extension(&cert, "1.3.6.1.4.1.2312.9.8").expect("type");
+            assert_eq!(t.value, der::tlv(0x0c, ty.as_bytes()));
+            assert_eq!(cert.subject().iter_organization().next().is_some(), org);
+        }
+        let partial = pki.partial_entitlement_cert(UUID);
+        let (_, cert) = X509Certificate::from_der(&partial.cert_der).expect("parses");
+        assert!(extension(&cert, "1.3.6.1.4.1.2312.9.7").is_some());
+        assert!(extension(&cert, "1.3.6.1.4.1.2312.9.8").is_none());
     }
 }

@@ -110,6 +110,11 @@ impl DockerRegistry {
             let mut child = Command::new("docker-registry")
                 .arg("serve")
                 .arg(&config)
+                // distribution reads every `REGISTRY_*` variable as a configuration
+                // override (a shell's `REGISTRY_AUTH_FILE` for podman makes it refuse
+                // to start): it gets none of the caller's environment but `PATH`.
+                .env_clear()
+                .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)

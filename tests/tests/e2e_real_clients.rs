@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 
 use gateway_tests::client::Curl;
-use gateway_tests::e2e::flatpak::{FlatpakEnv, IndexRelay};
+use gateway_tests::e2e::flatpak::{AUTHENTICATOR, FlatpakEnv, IndexRelay};
 use gateway_tests::e2e::images::{
     HELLO_REF, HELLO_V1, HELLO_V2, PLATFORM_REF, PRIVATE_OUTPUT, PRIVATE_REF,
 };
@@ -566,6 +566,14 @@ fn flatpak_installs_and_updates_a_public_app() {
     .ok();
     let out = fp.flatpak(&["run", "--user", "org.test.Hello"]).run().ok();
     assert_eq!(out.stdout.trim(), HELLO_V1, "{out}");
+    // Nothing of the machine's desktop services (document portal, accessibility
+    // bus, session helper) was started for the run: what the suite does is the
+    // same whether or not flatpak's recommended packages are installed.
+    let activated = fp.activated_services();
+    assert!(
+        activated.iter().all(|s| s == AUTHENTICATOR),
+        "the private bus activated {activated:?}"
+    );
     // Manifests and blobs came through the gateway (its `Registry`), by digest.
     let hello_manifest = format!(
         "{}/v2/{REPO_HELLO}/manifests/{}",
@@ -765,6 +773,9 @@ fn flatpak_installs_a_private_app_with_a_bearer_token() {
         .run()
         .ok();
     assert_eq!(out.stdout.trim(), PRIVATE_OUTPUT, "{out}");
+    // The token flow went through the authenticator, the only service the
+    // private bus offers (and the proof that its log shows activations).
+    assert_eq!(fp.activated_services(), [AUTHENTICATOR]);
 
     // The authenticator fetched a token for the private repository with Basic
     // credentials (no `account`: the gateway derived it), and the pulls used it.

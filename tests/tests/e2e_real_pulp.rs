@@ -25,10 +25,17 @@
 //! | `org/flatpak/platform` | Flatpak runtime `org.test.Platform` | yes (no in the public-Flatpak test) | yes | yes |
 //! | `org/lib/tiny` | plain OCI image, tags `latest` and `1.0` | yes | yes | - |
 //! | `org/lib/other` | plain OCI image | no | (public) | (public) |
+//! | `org/lib/multi` | multi-arch: tag `latest` an OCI index, `v2s2` a Docker manifest list, each of linux/amd64 and linux/arm64/v8 | yes | yes | - |
+//!
+//! `org/lib/multi` comes from `tests/e2e/seed_multiarch.py DIR` (after `seed`;
+//! the CI step runs it); only the tests that use it need it.
 //!
 //! `fake_pulp_answers_like_real_pulp` also holds the project's stand-in
 //! (`gateway_tests::fake_pulp`, which the core suites run against) to real
-//! Pulp's answers: statuses, error bodies, content negotiation, headers.
+//! Pulp's answers: statuses, error bodies, content negotiation, headers,
+//! manifest lists. (The fake's `redirect_manifests` and `direct_blobs` modes
+//! model older pulp_container releases that no 2.30 setting reproduces; see
+//! that module's documentation.)
 //! CI runs all of it through `tests/e2e/real-pulp-ci.sh`.
 //!
 //! What the gateway must do with the real thing: filter Pulp's own index
@@ -65,6 +72,7 @@ const HELLO: &str = "org/flatpak/hello";
 const PLATFORM: &str = "org/flatpak/platform";
 const TINY: &str = "org/lib/tiny";
 const OTHER: &str = "org/lib/other";
+const MULTI: &str = "org/lib/multi";
 
 const HELLO_REF: &str = "app/org.test.Hello/x86_64/stable";
 const PLATFORM_REF: &str = "runtime/org.test.Platform/x86_64/1";
@@ -72,11 +80,16 @@ const PLATFORM_REF: &str = "runtime/org.test.Platform/x86_64/1";
 const HELLO_OUTPUT: &str = "hello from flatpak";
 
 /// Host A's and host B's auth_required repositories.
-const HOST_A_REPOS: [&str; 3] = [HELLO, PLATFORM, TINY];
+const HOST_A_REPOS: [&str; 4] = [HELLO, PLATFORM, TINY, MULTI];
 const HOST_B_REPOS: [&str; 1] = [PLATFORM];
 
 /// What the Go clients and flatpak send when they fetch a manifest.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// `org/lib/multi`'s tags and the list type each is.
+const MULTI_TAGS: [(&str, &str); 2] = [("latest", OCI_INDEX), ("v2s2", DOCKER_LIST)];
 
 /// A Go client pointed straight at gunicorn waits 10 s for each TLS handshake
 /// (about 20 s per command). Through the gateway a command takes well under a
@@ -86,6 +99,9 @@ const NO_STALL: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------
 // The real Pulp
 // ---------------------------------------------------------------------------
+
+/// `(architecture, manifest digest)` of each entry of a manifest list.
+type Platforms = Vec<(String, String)>;
 
 /// A running, seeded `real-pulp.sh` instance, from its `pulp.env`.
 struct RealPulp {
@@ -198,6 +214,68 @@ impl RealPulp {
         Some(pulp)
     }
 
+    /// [`RealPulp::get`], when `tests/e2e/seed_multiarch.py` seeded `org/lib/multi` too.
+    fn get_multi(test: &str, tools: &[&str]) -> Option<RealPulp> {
+        let pulp = RealPulp::get(test, tools)?;
+        for (tag, list_type) in MULTI_TAGS {
+            let r = pulp
+                .curl()
+                .header("Accept", list_type)
+                .head(&format!("/v2/{MULTI}/manifests/{tag}"));
+            if r.status != 200 {
+                return skip(
+                    test,
+                    &format!(
+                        "Pulp has no {MULTI}:{tag} ({}): run `python3 tests/e2e/seed_multiarch.py {}`",
+                        r.status,
+                        pulp.dir.display()
+                    ),
+                );
+            }
+        }
+        Some(pulp)
+    }
+
+    /// `repo:tag`'s manifest list as Pulp serves it: its digest, and
+    /// `(architecture, digest)` of each listed manifest.
+    fn list(&self, repo: &str, tag: &str, list_type: &str) -> (String, Platforms) {
+        let r = self
+            .curl()
+            .header("Accept", MANIFEST_ACCEPT)
+            .get(&format!("/v2/{repo}/manifests/{tag}"));
+        assert_eq!(r.status, 200, "Pulp {repo}:{tag}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some(list_type), "{repo}:{tag}");
+        let digest = self.digest(repo, tag);
+        let children = r.json()["manifests"]
+            .as_array()
+            .expect("a list names manifests")
+            .iter()
+            .map(|m| {
+                (
+                    m["platform"]["architecture"]
+                        .as_str()
+                        .expect("a platform")
+                        .to_owned(),
+                    m["digest"].as_str().expect("a digest").to_owned(),
+                )
+            })
+            .collect();
+        (digest, children)
+    }
+
+    /// The first layer of the image manifest `reference` of `repo`.
+    fn layer_of(&self, repo: &str, reference: &str) -> String {
+        let r = self
+            .curl()
+            .header("Accept", MANIFEST_ACCEPT)
+            .get(&format!("/v2/{repo}/manifests/{reference}"));
+        assert_eq!(r.status, 200, "Pulp {repo}@{reference}: {}", r.text());
+        r.json()["layers"][0]["digest"]
+            .as_str()
+            .expect("a layer")
+            .to_owned()
+    }
+
     /// curl against Pulp's API (plain HTTP), no credentials.
     fn curl(&self) -> Curl {
         Curl::new(&self.api).max_time(Duration::from_secs(60))
@@ -281,12 +359,13 @@ struct Setup {
 }
 
 /// `(name, auth_required)` as Katello pushes it.
-fn repository_list(flatpak_public: bool) -> [(&'static str, bool); 4] {
+fn repository_list(flatpak_public: bool) -> [(&'static str, bool); 5] {
     [
         (HELLO, !flatpak_public),
         (PLATFORM, !flatpak_public),
         (TINY, true),
         (OTHER, false),
+        (MULTI, true),
     ]
 }
 
@@ -439,6 +518,28 @@ fn assert_layout_verifies(dir: &Path) {
         "manifest, config and a layer in {}",
         blobs.display()
     );
+}
+
+/// Every blob of a `dir:` copy (files named by their hex digest) hashes to its
+/// name; the manifest's sha256, as `sha256:<hex>`.
+fn dir_copy_verifies(dir: &Path) -> String {
+    let mut blobs = 0;
+    for e in std::fs::read_dir(dir).expect("the copy") {
+        let p = e.expect("entry").path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let bytes = std::fs::read(&p).expect("blob");
+            assert_eq!(
+                sha256_digest(&bytes),
+                format!("sha256:{name}"),
+                "{}",
+                p.display()
+            );
+            blobs += 1;
+        }
+    }
+    assert!(blobs >= 2, "config and a layer in {}", dir.display());
+    sha256_digest(&std::fs::read(dir.join("manifest.json")).expect("manifest.json"))
 }
 
 /// A Go client's command through the gateway finished without the TLS stall.
@@ -649,7 +750,7 @@ fn registry_reads_match_pulp_and_blobs_follow_signed_redirects() {
     let r = a.get("/v2/_catalog");
     assert_eq!(
         r.json()["repositories"],
-        serde_json::json!([HELLO, PLATFORM, OTHER, TINY])
+        serde_json::json!([HELLO, PLATFORM, MULTI, OTHER, TINY])
     );
     let r = setup.curl_as(HOST_B).get("/v2/_catalog");
     assert_eq!(
@@ -907,6 +1008,152 @@ fn skopeo_and_podman_pull_through_the_gateway() {
     assert_eq!(out.stdout.trim(), digest_other, "{out}");
 }
 
+/// A multi-arch image (an OCI index and a Docker manifest list, each of
+/// amd64 and arm64) through the gateway: skopeo gets the list's own bytes,
+/// picks each platform with `--override-arch`, and copies the platform's
+/// manifest and blobs (from Pulp's content app) with Pulp's digests;
+/// `--all` copies the list and both platforms.
+#[test]
+fn skopeo_pulls_each_platform_of_a_multi_arch_image() {
+    let Some(pulp) = RealPulp::get_multi(
+        "skopeo_pulls_each_platform_of_a_multi_arch_image",
+        &["curl", "skopeo"],
+    ) else {
+        return;
+    };
+    let lists: Vec<(&str, String, Platforms)> = MULTI_TAGS
+        .iter()
+        .map(|(tag, list_type)| {
+            let (digest, children) = pulp.list(MULTI, tag, list_type);
+            let arches: BTreeSet<&str> = children.iter().map(|(a, _)| a.as_str()).collect();
+            assert_eq!(arches, ["amd64", "arm64"].into_iter().collect(), "{tag}");
+            (*tag, digest, children)
+        })
+        .collect();
+    let setup = Setup::start(pulp, false);
+    let tools = setup.tools();
+    let certs_a = path(&tools.cert_dir("host-a", &setup.cert(HOST_A)));
+    let certs_b = path(&tools.cert_dir("host-b", &setup.cert(HOST_B)));
+
+    for (tag, list_digest, children) in &lists {
+        let image = tools.docker(MULTI, tag);
+        let out = quick(
+            tools
+                .skopeo(&["inspect", "--raw", "--cert-dir", &certs_a, &image])
+                .run()
+                .ok(),
+        );
+        assert_eq!(
+            &sha256_digest(out.stdout.as_bytes()),
+            list_digest,
+            "{tag}: the list's own bytes\n{out}"
+        );
+        for (arch, child) in children {
+            let out = quick(
+                tools
+                    .skopeo(&[
+                        "--override-arch",
+                        arch,
+                        "inspect",
+                        "--cert-dir",
+                        &certs_a,
+                        "--format",
+                        "{{.Digest}} {{.Architecture}}",
+                        &image,
+                    ])
+                    .run()
+                    .ok(),
+            );
+            assert_eq!(
+                out.stdout.trim(),
+                format!("{list_digest} {arch}"),
+                "{tag} for {arch}: {out}"
+            );
+            let copy = setup.dir(&format!("multi-{tag}-{arch}"));
+            quick(
+                tools
+                    .skopeo(&[
+                        "--override-arch",
+                        arch,
+                        "copy",
+                        "--src-cert-dir",
+                        &certs_a,
+                        &image,
+                        &format!("dir:{}", copy.display()),
+                    ])
+                    .run()
+                    .ok(),
+            );
+            assert_eq!(
+                &dir_copy_verifies(&copy),
+                child,
+                "{tag} for {arch}: the platform's manifest, as Pulp lists it"
+            );
+            let layer = setup.pulp.layer_of(MULTI, child);
+            assert!(
+                std::fs::read_dir(&copy).expect("the copy").any(
+                    |e| e.is_ok_and(|e| *e.file_name() == *layer.trim_start_matches("sha256:"))
+                ),
+                "{tag} for {arch}: the copy holds the platform's layer {layer}"
+            );
+            assert!(
+                setup.pulp.content_app_served(MULTI, &layer, "skopeo/"),
+                "{tag} for {arch}: skopeo fetched {layer} from Pulp's content app through the relayed signed redirect"
+            );
+        }
+        let all = setup.dir(&format!("multi-{tag}-all"));
+        quick(
+            tools
+                .skopeo(&[
+                    "copy",
+                    "--all",
+                    "--src-cert-dir",
+                    &certs_a,
+                    &image,
+                    &format!("dir:{}", all.display()),
+                ])
+                .run()
+                .ok(),
+        );
+        assert_eq!(
+            &dir_copy_verifies(&all),
+            list_digest,
+            "{tag} --all: the list"
+        );
+        for (arch, child) in children {
+            let file = all.join(format!(
+                "{}.manifest.json",
+                child.trim_start_matches("sha256:")
+            ));
+            let bytes = std::fs::read(&file).unwrap_or_else(|e| {
+                panic!("{tag} --all: {arch}'s manifest {}: {e}", file.display())
+            });
+            assert_eq!(&sha256_digest(&bytes), child, "{tag} --all: {arch}");
+        }
+    }
+
+    // B may not see the repository: neither the list nor a platform's manifest.
+    let (tag, _, children) = &lists[0];
+    let out = quick(
+        tools
+            .skopeo(&[
+                "inspect",
+                "--raw",
+                "--cert-dir",
+                &certs_b,
+                &tools.docker(MULTI, tag),
+            ])
+            .run()
+            .failed(),
+    );
+    assert!(out.stderr.contains("name unknown"), "{out}");
+    let r = setup
+        .curl_as(HOST_B)
+        .header("Accept", MANIFEST_ACCEPT)
+        .get(&format!("/v2/{MULTI}/manifests/{}", children[0].1));
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
 // ---------------------------------------------------------------------------
 // flatpak
 // ---------------------------------------------------------------------------
@@ -1046,6 +1293,29 @@ const GO_ACCEPT: &[(&str, &str)] = &[
     ),
     ("Accept", "application/vnd.oci.image.index.v1+json"),
 ];
+/// The `Accept` lines skopeo 1.9 and podman 4.3 send for a manifest (one line each).
+const PODMAN_ACCEPT: &[(&str, &str)] = &[
+    ("Accept", "application/vnd.oci.image.manifest.v1+json"),
+    (
+        "Accept",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ),
+    (
+        "Accept",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    ),
+    (
+        "Accept",
+        "application/vnd.docker.distribution.manifest.v1+json",
+    ),
+    (
+        "Accept",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ),
+    ("Accept", "application/vnd.oci.image.index.v1+json"),
+];
+const INDEX_ONLY: &[(&str, &str)] = &[("Accept", OCI_INDEX)];
+const LIST_ONLY: &[(&str, &str)] = &[("Accept", DOCKER_LIST)];
 
 fn probes() -> Vec<Probe> {
     let with = |mut p: Probe, headers: &'static [(&'static str, &'static str)]| {
@@ -1165,6 +1435,92 @@ fn probes() -> Vec<Probe> {
             "/index/static?label%3Aorg.flatpak.ref%3Aexists=1&architecture=arm64",
         )),
         probe("GET", "/index/static/?{flatpak}"),
+        // A multi-arch image: the OCI index, the Docker manifest list, a
+        // platform's manifest and its blobs.
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/latest"),
+            PODMAN_ACCEPT,
+        ),
+        with(
+            probe("HEAD", "/v2/org/lib/multi/manifests/latest"),
+            PODMAN_ACCEPT,
+        ),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/latest"),
+            &[("Accept", MANIFEST_ACCEPT)],
+        ),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/latest"),
+            GO_ACCEPT,
+        ),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/latest"),
+            INDEX_ONLY,
+        ),
+        with(
+            probe("HEAD", "/v2/org/lib/multi/manifests/latest"),
+            INDEX_ONLY,
+        ),
+        with(probe("GET", "/v2/org/lib/multi/manifests/latest"), OCI_ONLY),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/latest"),
+            LIST_ONLY,
+        ),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/latest"),
+            &[("Accept", "*/*")],
+        ),
+        probe("GET", "/v2/org/lib/multi/manifests/latest"),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/{multi}"),
+            OCI_ONLY,
+        ),
+        with(
+            probe("HEAD", "/v2/org/lib/multi/manifests/{multi}"),
+            PODMAN_ACCEPT,
+        ),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/{multi-arm64}"),
+            PODMAN_ACCEPT,
+        ),
+        with(
+            probe("HEAD", "/v2/org/lib/multi/manifests/{multi-amd64}"),
+            PODMAN_ACCEPT,
+        ),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/{multi-arm64}"),
+            INDEX_ONLY,
+        ),
+        probe("GET", "/v2/org/lib/multi/blobs/{multi-layer}"),
+        probe("HEAD", "/v2/org/lib/multi/blobs/{multi-layer}"),
+        probe("GET", "/v2/org/lib/multi/blobs/{multi-config}"),
+        probe("GET", "{multi-content}"),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/v2s2"),
+            PODMAN_ACCEPT,
+        ),
+        with(probe("HEAD", "/v2/org/lib/multi/manifests/v2s2"), LIST_ONLY),
+        with(probe("GET", "/v2/org/lib/multi/manifests/v2s2"), INDEX_ONLY),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/v2s2"),
+            &[(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )],
+        ),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/{multi-v2s2}"),
+            OCI_ONLY,
+        ),
+        with(
+            probe("GET", "/v2/org/lib/multi/manifests/{multi-v2s2-arm64}"),
+            PODMAN_ACCEPT,
+        ),
+        body(probe("GET", "/v2/org/lib/multi/tags/list")),
+        // The content app of pulp_container 2.28 and later has no manifest
+        // route (the fake's redirect_manifests mode models the older one).
+        probe("GET", "{content-manifest}"),
+        probe("GET", "{content-manifest-signed}"),
     ]
 }
 
@@ -1332,6 +1688,53 @@ fn index_shape(v: &serde_json::Value, origin: &str, content_origin: &str) -> Str
     format!("keys {keys:?} Registry {registry} Results {results:?}")
 }
 
+/// The digests of `org/lib/multi` on `curl`'s server: `{multi}` (the OCI
+/// index), `{multi-amd64}` and `{multi-arm64}` (its platforms),
+/// `{multi-layer}` and `{multi-config}` (arm64's blobs), `{multi-v2s2}` (the
+/// Docker manifest list) and `{multi-v2s2-arm64}`, and `{multi-content}` (the
+/// content-app URL arm64's layer redirects to).
+fn multi_vars(curl: &Curl) -> Vec<(String, String)> {
+    let get = |reference: &str| {
+        let r = curl
+            .header("Accept", MANIFEST_ACCEPT)
+            .get(&format!("/v2/{MULTI}/manifests/{reference}"));
+        assert_eq!(r.status, 200, "{MULTI}:{reference}: {}", r.text());
+        let digest = r.header("docker-content-digest").unwrap().to_owned();
+        (digest, r.json())
+    };
+    let platform = |list: &serde_json::Value, arch: &str| -> String {
+        list["manifests"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["platform"]["architecture"] == arch))
+            .and_then(|m| m["digest"].as_str())
+            .unwrap_or_else(|| panic!("{MULTI}: no {arch} in {list}"))
+            .to_owned()
+    };
+    let (index, index_json) = get("latest");
+    let (list, list_json) = get("v2s2");
+    let arm64 = platform(&index_json, "arm64");
+    let (_, arm64_json) = get(&arm64);
+    let layer = arm64_json["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config = arm64_json["config"]["digest"].as_str().unwrap().to_owned();
+    let redirect = curl.get(&format!("/v2/{MULTI}/blobs/{layer}"));
+    vec![
+        ("multi-amd64".into(), platform(&index_json, "amd64")),
+        ("multi-arm64".into(), arm64),
+        ("multi-layer".into(), layer),
+        ("multi-config".into(), config),
+        ("multi-v2s2-arm64".into(), platform(&list_json, "arm64")),
+        ("multi-v2s2".into(), list),
+        ("multi".into(), index),
+        (
+            "multi-content".into(),
+            redirect.header("location").unwrap_or_default().to_owned(),
+        ),
+    ]
+}
+
 /// Ask `base` every probe; `(probe line, shape)`.
 fn probe_all(base: &str, content_origin: &str) -> Vec<(String, Vec<String>)> {
     let curl = Curl::new(base).max_time(Duration::from_secs(60));
@@ -1350,15 +1753,24 @@ fn probe_all(base: &str, content_origin: &str) -> Vec<(String, Vec<String>)> {
         "{}validate_token=00:00",
         content.split("validate_token=").next().unwrap_or_default()
     );
-    let vars: Vec<(String, String)> = vec![
+    let content_manifest = format!("{content_origin}/pulp/container/{TINY}/manifests/latest");
+    let content_manifest_signed = match content.split_once('?') {
+        Some((_, query)) => format!("{content_manifest}?{query}"),
+        None => content_manifest.clone(),
+    };
+    let multi = multi_vars(&curl);
+    let mut vars: Vec<(String, String)> = vec![
         ("tiny".into(), tiny),
         ("layer".into(), layer),
         ("zero".into(), format!("sha256:{}", "0".repeat(64))),
         ("content".into(), content),
         ("content-unsigned".into(), unsigned),
         ("content-badsig".into(), badsig),
+        ("content-manifest".into(), content_manifest),
+        ("content-manifest-signed".into(), content_manifest_signed),
         ("flatpak".into(), FLATPAK_INDEX_QUERY.into()),
     ];
+    vars.extend(multi);
     probes()
         .iter()
         .map(|p| {
@@ -1383,7 +1795,12 @@ fn probe_all(base: &str, content_origin: &str) -> Vec<(String, Vec<String>)> {
             // The signed content URLs are the only variables compared by shape.
             let shown: Vec<(String, String)> = vars
                 .iter()
-                .filter(|(k, _)| k == "tiny" || k == "layer" || k == "zero")
+                .filter(|(k, _)| {
+                    k == "tiny"
+                        || k == "layer"
+                        || k == "zero"
+                        || (k.starts_with("multi") && k != "multi-content")
+                })
                 .cloned()
                 .collect();
             (line, shape(p, &r, base, content_origin, &shown))
@@ -1397,9 +1814,29 @@ fn probe_all(base: &str, content_origin: &str) -> Vec<(String, Vec<String>)> {
 /// never make.
 #[test]
 fn fake_pulp_answers_like_real_pulp() {
-    use gateway_tests::fake_pulp::{FakePulp, FakeRepo, Image};
-    let Some(pulp) = RealPulp::get("fake_pulp_answers_like_real_pulp", &["curl"]) else {
+    use gateway_tests::fake_pulp::{FakePulp, FakeRepo, Image, tar_gz_layer};
+    let Some(pulp) = RealPulp::get_multi("fake_pulp_answers_like_real_pulp", &["curl"]) else {
         return;
+    };
+    // What tests/e2e/seed_multiarch.py pushes: linux/amd64 and linux/arm64/v8,
+    // one small layer each.
+    let multi_arch = |image: fn() -> Image| {
+        vec![
+            image()
+                .label("org.example.arch", "amd64")
+                .layers(vec![tar_gz_layer(&[(
+                    "hello.txt",
+                    b"multi-arch image, linux/amd64\n",
+                )])]),
+            image()
+                .arch("arm64")
+                .variant("v8")
+                .label("org.example.arch", "arm64")
+                .layers(vec![tar_gz_layer(&[(
+                    "hello.txt",
+                    b"multi-arch image, linux/arm64\n",
+                )])]),
+        ]
     };
     let fake = FakePulp::builder()
         .registry_path("")
@@ -1414,6 +1851,11 @@ fn fake_pulp_answers_like_real_pulp() {
                 .image("1.0", Image::new().label("org.example.version", "1.0")),
         )
         .repo(FakeRepo::new(OTHER).image("latest", Image::new()))
+        .repo(
+            FakeRepo::new(MULTI)
+                .image_list("latest", multi_arch(Image::new))
+                .image_list("v2s2", multi_arch(|| Image::new().docker_v2())),
+        )
         .start();
     let real = probe_all(&pulp.api, &pulp.content_origin);
     let stand_in = probe_all(fake.url(), &fake.content_origin());

@@ -290,3 +290,89 @@ fn the_installer_header_spelling_counts_and_two_headers_are_refused() {
 }
 
 const OTHER_HOST_FOR_AMBIGUITY: &str = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a";
+
+/// Katello's host setup links the SCA content access certificate
+/// (`/etc/pki/entitlement/<serial>.pem`) into `/etc/containers/certs.d/`,
+/// so podman, skopeo and flatpak present that; subscription-manager's tools
+/// hold the consumer identity certificate. Both name the consumer in their CN;
+/// other certificates from Candlepin's CA do not, and are refused before any
+/// lookup, over TLS and forwarded alike.
+#[test]
+fn both_consumer_certificates_name_the_host_and_other_candlepin_certificates_do_not() {
+    let env = env(None);
+    let public_url = env.gateway.config().server.public_url.clone();
+    let pki = &env.pki;
+    let plain = env.gateway.plain_curl().expect("a plain listener");
+
+    let good = [
+        ("content access", pki.content_access_cert(HOST)),
+        (
+            "consumer identity",
+            pki.identity_cert(HOST, "host1.example.com"),
+        ),
+    ];
+    for (what, cert) in &good {
+        assert_eq!(
+            seen(&env.curl_as(cert), &public_url),
+            Seen::Host,
+            "{what} over TLS"
+        );
+        assert_eq!(
+            seen(
+                &forwarded(&plain, &cert.forwarded_header_value()),
+                &public_url
+            ),
+            Seen::Host,
+            "{what} forwarded"
+        );
+    }
+    assert_eq!(
+        env.central.catalog_calls_for_host(HOST),
+        1,
+        "the same host, whichever certificate: one lookup"
+    );
+
+    // A pool entitlement's CN is the entitlement's id; give it the host's
+    // UUID as CN too, so only its kind can be what refuses it.
+    let calls = env.central.total();
+    let bad = [
+        ("pool entitlement", pki.pool_entitlement_cert(HOST)),
+        (
+            "pool entitlement, its own id",
+            pki.pool_entitlement_cert("8a8b8c8d9e9f0a1b2c3d4e5f60718293"),
+        ),
+        (
+            "anonymous cloud consumer",
+            pki.anonymous_content_access_cert(HOST),
+        ),
+        (
+            "some entitlement extensions",
+            pki.partial_entitlement_cert(HOST),
+        ),
+    ];
+    for (what, cert) in &bad {
+        let r = env
+            .curl_as(cert)
+            .try_run("GET", "/v2/_catalog")
+            .unwrap_or_else(|e| panic!("{what}: the handshake must succeed: {e}"));
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert_eq!(
+            seen(&env.curl_as(cert), &public_url),
+            Seen::Rejected,
+            "{what} over TLS"
+        );
+        assert_eq!(
+            seen(
+                &forwarded(&plain, &cert.forwarded_header_value()),
+                &public_url
+            ),
+            Seen::Rejected,
+            "{what} forwarded"
+        );
+    }
+    assert_eq!(
+        env.central.total(),
+        calls,
+        "refused certificates cause no central lookup"
+    );
+}

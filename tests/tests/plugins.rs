@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use container_gateway::auth::plugin_host::load_chain;
 use container_gateway::auth::{
-    AuthChain, AuthDecision, AuthFacts, Authenticator, Identity, Resolved,
+    AuthChain, AuthDecision, AuthFacts, Authenticator, Identity, ReloadOutcome, Resolved,
 };
 use container_gateway::config::{PluginsConfig, Problems};
 use gateway_tests::pki::{self, Pki};
@@ -435,6 +435,113 @@ fn rhsm_logs_through_the_host_with_a_plugin_target() {
 }
 
 // ---------------------------------------------------------------------------
+// Reloading (SIGHUP) through the ABI
+
+/// Replace a file as a certificate tool does: aside, then renamed.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, text).expect("write");
+    std::fs::rename(&aside, path).expect("rename");
+}
+
+#[test]
+fn rhsm_reload_swaps_the_trusted_cas_and_forgets_cached_verifications() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bundle = dir.path().join("ca.pem");
+    replace_file(&bundle, &fixture().pki.ca_pem());
+    let plugin = load_with("rhsm-cert", serde_json::json!({"client_ca": bundle}));
+    let ours = fixture().pki.host_cert(UUID);
+    let theirs = fixture().pki.host_cert_from_other_ca("other-host");
+    let decide = |der: &[u8]| {
+        plugin
+            .authenticate(&forwarded(der))
+            .expect("no backend error")
+    };
+    let ours_allowed = AuthDecision::Allow(Identity::Host(UUID.into()));
+    assert_eq!(decide(&ours.cert_der), ours_allowed);
+    assert_eq!(decide(&ours.cert_der), ours_allowed, "cached");
+    denied(decide(&theirs.cert_der));
+
+    replace_file(&bundle, &fixture().pki.other_ca_pem());
+    assert_eq!(plugin.reload(), ReloadOutcome::Reloaded);
+    assert_eq!(
+        decide(&theirs.cert_der),
+        AuthDecision::Allow(Identity::Host("other-host".into()))
+    );
+    let reason = denied(decide(&ours.cert_der));
+    assert!(reason.contains("forwarded client certificate"), "{reason}");
+
+    // A bundle that does not load: reported, and the CAs trusted so far stay.
+    std::fs::remove_file(&bundle).expect("remove");
+    match plugin.reload() {
+        ReloadOutcome::Failed(message) => assert!(
+            message.contains("client_ca") && message.contains("the CAs trusted so far stay"),
+            "{message}"
+        ),
+        other => panic!("a missing bundle fails the reload, got {other:?}"),
+    }
+    replace_file(&bundle, "no certificate in here\n");
+    assert!(
+        matches!(plugin.reload(), ReloadOutcome::Failed(m) if m.contains("no CA certificate found"))
+    );
+    assert_eq!(
+        decide(&theirs.cert_der),
+        AuthDecision::Allow(Identity::Host("other-host".into()))
+    );
+    assert_eq!(
+        decide(&fixture().pki.host_cert_from_other_ca("never-seen").cert_der),
+        AuthDecision::Allow(Identity::Host("never-seen".into())),
+        "verified, not only cached, against the CAs trusted so far"
+    );
+    denied(decide(&ours.cert_der));
+}
+
+#[test]
+fn a_plugin_table_built_before_reload_does_not_reload() {
+    // bad-plugin declares the first v1 table size and has a `reload` that
+    // fails past it: the host must not read it.
+    let old = load_with("bad-plugin", serde_json::json!({"mode": "ok"}));
+    assert_eq!(old.reload(), ReloadOutcome::Unsupported);
+    assert_eq!(
+        old.authenticate(&AuthFacts::default()).expect("served"),
+        AuthDecision::Allow(Identity::User("ok".into()))
+    );
+}
+
+#[test]
+fn a_plugin_with_a_null_reload_does_not_reload() {
+    let dir = PluginDir::with(&["example-header-auth"]);
+    let plugin = load_one(&dir, "example-header-auth");
+    assert_eq!(plugin.reload(), ReloadOutcome::Unsupported);
+}
+
+#[test]
+fn a_panicking_reload_is_reported_and_the_plugin_keeps_serving() {
+    let dir = PluginDir::with(&["panicky-plugin"]);
+    let plugin = load_one(&dir, "panicky-plugin");
+    let fine = AuthFacts {
+        method: "GET",
+        path: "/v2/",
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        match plugin.reload() {
+            ReloadOutcome::Failed(message) => {
+                assert!(
+                    message.contains("asked to panic in reload") && message.contains("src/lib.rs"),
+                    "{message}"
+                );
+            }
+            other => panic!("a panicking reload fails, got {other:?}"),
+        }
+        assert_eq!(
+            plugin.authenticate(&fine).expect("served"),
+            AuthDecision::Allow(Identity::User("survivor".into()))
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
 // A third-party plugin and a whole chain
 
 #[test]
@@ -520,6 +627,7 @@ fn c_plugin_built_from_the_header_works() {
 
     let plugin = load_one(&dir, "c-example");
     assert!(plugin.may_block(), "the example sets no flags");
+    assert_eq!(plugin.reload(), ReloadOutcome::Unsupported);
     let facts = AuthFacts {
         authorization: Some("Example x"),
         ..Default::default()

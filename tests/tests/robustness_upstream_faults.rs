@@ -8,9 +8,12 @@
 //! where the contract says so, the previous answer (a host's last entitlements
 //! from central, the previous index while Pulp cannot be reached); never a
 //! 500, never a panic, never a repository outside the client's grant, and the
-//! gateway does not balloon on a huge body. Upstream timeouts are 1 s here, so
-//! a 10 s stall costs the suite about a second. With `--nocapture` the last
-//! test prints `upstream-faults: N requests, 2xx=.., 5xx=.. (502:.., 503:..)`.
+//! gateway does not balloon on a huge body. A manifest or blob body Pulp stops
+//! sending is cut at `pulp.stream_idle_secs`, so that the client's transfer
+//! breaks instead of hanging or looking complete. Upstream timeouts are 1 s
+//! and the idle limit 2 s here, so a 10 s stall costs the suite a second or
+//! two. With `--nocapture` the last test prints
+//! `upstream-faults: N requests, 2xx=.., 5xx=.. (502:.., 503:..)`.
 
 mod common;
 mod robustness;
@@ -21,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
+use gateway_tests::client::CurlHttp;
 use gateway_tests::fake_central::CentralRoute;
-use gateway_tests::fake_pulp::{FLATPAK_INDEX_QUERY, FakeRepo, Image, PathKind};
+use gateway_tests::fake_pulp::{Blob, FLATPAK_INDEX_QUERY, FakeRepo, Image, PathKind};
 use gateway_tests::harness::{Fault, HUGE_NAME_PREFIX, TestEnv, TestEnvBuilder};
 use robustness::{MIB, Outcome, Raw, Tally, assert_alive, exchange, rss_bytes, tcp};
 
 const SUITE: &str = "upstream-faults";
-const TESTS: usize = 6;
+const TESTS: usize = 7;
 static TALLY: LazyLock<Tally> = LazyLock::new(Tally::default);
 
 /// Pushed by Katello with `APP_A`; central says the same.
@@ -45,6 +49,9 @@ const FORBIDDEN: [&str; 3] = [APP_B, "org.test.AppB", HUGE_NAME_PREFIX];
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// Longer than any timeout: an answer must come well before a stall ends.
 const STALL: Duration = Duration::from_secs(10);
+/// `pulp.stream_idle_secs`: well below `STALL`, above the gap of a slow but
+/// steady body.
+const IDLE: Duration = Duration::from_secs(2);
 const HUGE: u64 = 200_000_000;
 
 fn builder() -> TestEnvBuilder {
@@ -57,6 +64,7 @@ fn builder() -> TestEnvBuilder {
             .repo(
                 FakeRepo::new(APP_A)
                     .image("latest", Image::flatpak_app("org.test.AppA"))
+                    .blob(big_blob())
                     .direct_blobs(true),
             )
             .repo(FakeRepo::new(APP_B).image("latest", Image::flatpak_app("org.test.AppB")))
@@ -74,7 +82,14 @@ fn builder() -> TestEnvBuilder {
                 .index_ttl(1)
                 .cache_ttl(1)
                 .negative_ttl(1)
+                .set("pulp.stream_idle_secs", IDLE.as_secs() as i64)
+                .admin_listener(true)
         })
+}
+
+/// Served by `APP_A`: sixteen of the fake's 64 KiB chunks.
+fn big_blob() -> Blob {
+    Blob::generated(1024 * 1024, 7)
 }
 
 /// The faults both fakes can inject, with a label.
@@ -515,6 +530,144 @@ fn pulp_faults_on_registry_routes() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_alive(&env, "registry route faults");
     TALLY.test_done(SUITE, "registry", TESTS);
+}
+
+/// A manifest or blob whose body Pulp stops sending after the head, or half-way,
+/// is cut at `pulp.stream_idle_secs`: the client (curl, over HTTP/1.1 and h2)
+/// gets the status and then a broken transfer, never a hang or a body that
+/// looks complete; each cut is counted once. A body that comes slowly but
+/// steadily, a piece a second under a 2 s limit, arrives intact.
+#[test]
+fn pulp_silent_in_a_streamed_body_is_cut_at_the_idle_limit() {
+    let _serial = robustness::serial();
+    robustness::watch_panics();
+    let env = builder().start();
+    let repo = env.pulp.repo(APP_A).expect("APP_A");
+    let digest = repo.tag_digest("latest").expect("APP_A is tagged");
+    let manifest = repo.manifest_for(&digest).expect("the tagged manifest");
+    let blob = big_blob();
+    let targets = [
+        (
+            PathKind::Manifest,
+            format!("/v2/{APP_A}/manifests/{digest}"),
+            manifest.bytes.to_vec(),
+            "/v2/{name}/manifests/{reference}",
+        ),
+        (
+            PathKind::Blob,
+            format!("/v2/{APP_A}/blobs/{}", blob.digest),
+            blob.to_bytes().to_vec(),
+            "/v2/{name}/blobs/{digest}",
+        ),
+    ];
+    let after_head = |chunked| Fault::Paced {
+        pieces: 1,
+        gap: STALL,
+        chunked,
+    };
+    let steady = |chunked| Fault::Paced {
+        pieces: 3,
+        gap: IDLE / 2,
+        chunked,
+    };
+    // (what, fault, protocol, whether the gateway must cut it)
+    let cases = [
+        (
+            "stall after the head",
+            after_head(false),
+            CurlHttp::Http11,
+            true,
+        ),
+        (
+            "stall half-way",
+            Fault::StallBody(STALL),
+            CurlHttp::Http11,
+            true,
+        ),
+        (
+            "chunked, stall after the head",
+            after_head(true),
+            CurlHttp::Http11,
+            true,
+        ),
+        (
+            "stall half-way, h2",
+            Fault::StallBody(STALL),
+            CurlHttp::Http2,
+            true,
+        ),
+        ("slow but steady", steady(false), CurlHttp::Http11, false),
+        (
+            "chunked, slow but steady, h2",
+            steady(true),
+            CurlHttp::Http2,
+            false,
+        ),
+    ];
+    // A bound on curl's own wait: past it, the gateway let the client hang.
+    let curl = env
+        .curl_as(&env.host_cert(HOST_A))
+        .max_time(STALL + STALL / 2);
+    // Manifests and blobs side by side (each meets only its own fault), so
+    // the suite waits out each idle limit once.
+    std::thread::scope(|scope| {
+        for (kind, path, body, route) in &targets {
+            let (env, curl, cases) = (&env, &curl, &cases);
+            scope.spawn(move || {
+                robustness::watch_panics();
+                let series =
+                    format!("gateway_upstream_stream_idle_timeouts_total{{route=\"{route}\"}}");
+                for (what, fault, http, cut) in cases {
+                    let label = format!("GET {path} over {http:?}, Pulp: {what}");
+                    let before = common::metric(&common::scrape_metrics(&env.gateway), &series);
+                    env.pulp.fail_times(Some(*kind), fault.clone(), 1);
+                    let started = Instant::now();
+                    let got = curl.http(*http).try_run("GET", path);
+                    let took = started.elapsed();
+                    let counted =
+                        common::metric(&common::scrape_metrics(&env.gateway), &series) - before;
+                    match (got, cut) {
+                        (Err(e), true) => {
+                            assert_eq!(e.status, 200, "{label}: the head came through: {e}");
+                            // curl's words for a body cut short: 18 (HTTP/1.1:
+                            // the connection closed short of Content-Length or
+                            // of the last chunk), 92 (h2: the stream was reset).
+                            let want = if *http == CurlHttp::Http2 { 92 } else { 18 };
+                            assert_eq!(e.exit_code, Some(want), "{label}: {e}");
+                            println!("{SUITE}: {label}: cut after {took:?}: {}", e.stderr.trim());
+                        }
+                        (Ok(r), true) => panic!(
+                            "{label}: a complete answer ({} with {} bytes) after a {STALL:?} stall",
+                            r.status,
+                            r.body.len()
+                        ),
+                        (Ok(r), false) => {
+                            assert_eq!(r.status, 200, "{label}: {}", r.text());
+                            let version = if *http == CurlHttp::Http2 { "2" } else { "1.1" };
+                            assert_eq!(r.http_version, version, "{label}");
+                            assert!(
+                                r.body == *body,
+                                "{label}: {} bytes, not the {} sent",
+                                r.body.len(),
+                                body.len()
+                            );
+                            println!("{SUITE}: {label}: intact after {took:?}");
+                        }
+                        (Err(e), false) => panic!("{label}: broken: {e}"),
+                    }
+                    let want = if *cut { 1.0 } else { 0.0 };
+                    assert_eq!(counted, want, "{label}: {series} moved by {counted}");
+                }
+            });
+        }
+    });
+    assert_eq!(
+        env.pulp.count(PathKind::Manifest) + env.pulp.count(PathKind::Blob),
+        12,
+        "one Pulp call per request"
+    );
+    assert_alive(&env, "stream idle cuts");
+    TALLY.test_done(SUITE, "stream-idle", TESTS);
 }
 
 /// A host central knows with `APP_A`, never seen by the gateway.

@@ -23,9 +23,11 @@ pub const REQUEST_SECONDS: &str = "gateway_request_duration_seconds";
 pub const ENTITLEMENT_LOOKUPS: &str = "gateway_entitlement_lookups_total";
 pub const UPSTREAM_SECONDS: &str = "gateway_upstream_duration_seconds";
 pub const UPSTREAM_ERRORS: &str = "gateway_upstream_errors_total";
+pub const STREAM_IDLE_TIMEOUTS: &str = "gateway_upstream_stream_idle_timeouts_total";
 pub const PLUGIN_SECONDS: &str = "gateway_plugin_call_duration_seconds";
 pub const PLUGIN_ERRORS: &str = "gateway_plugin_errors_total";
 pub const RELOADS: &str = "gateway_reloads_total";
+pub const PLUGIN_RELOADS: &str = "gateway_plugin_reloads_total";
 
 /// Upper bounds of the latency buckets, in seconds: sub-millisecond cache hits
 /// up to Pulp's 30 s default timeout.
@@ -95,6 +97,10 @@ fn describe() {
         UPSTREAM_ERRORS,
         "Pulp or central calls that failed: timeout, connect, response, or a 5xx status."
     );
+    describe_counter!(
+        STREAM_IDLE_TIMEOUTS,
+        "Manifest, blob or tags bodies cut because Pulp sent nothing for pulp.stream_idle_secs after the response head, by route template."
+    );
     describe_histogram!(
         PLUGIN_SECONDS,
         Unit::Seconds,
@@ -105,6 +111,10 @@ fn describe() {
         "Plugin chain calls that could not decide (failing the request closed), by backend."
     );
     describe_counter!(RELOADS, "Configuration reloads (SIGHUP), by result.");
+    describe_counter!(
+        PLUGIN_RELOADS,
+        "Auth plugin reloads (SIGHUP), by plugin and result: ok, failed (kept its previous state) or unsupported."
+    );
 }
 
 /// One answered client request.
@@ -138,6 +148,11 @@ pub fn upstream(
     metrics::counter!(UPSTREAM_ERRORS, "upstream" => upstream, "kind" => kind).increment(1);
 }
 
+/// A streamed Pulp body cut for silence (`route` is a template, never a name).
+pub fn stream_idle_timeout(route: &'static str) {
+    metrics::counter!(STREAM_IDLE_TIMEOUTS, "route" => route).increment(1);
+}
+
 /// One run of the plugin chain. A rejection is a client's outcome, not an error.
 pub fn plugin_call(started: Instant, result: &Result<Resolved, AuthFailure>) {
     metrics::histogram!(PLUGIN_SECONDS).record(started.elapsed());
@@ -146,8 +161,16 @@ pub fn plugin_call(started: Instant, result: &Result<Resolved, AuthFailure>) {
     }
 }
 
-pub fn reload(ok: bool) {
-    metrics::counter!(RELOADS, "result" => if ok { "ok" } else { "rejected" }).increment(1);
+/// One SIGHUP reload: `ok`, `rejected` (nothing applied) or `partial` (the
+/// configuration applied, a plugin kept its previous state).
+pub fn reload(result: &'static str) {
+    metrics::counter!(RELOADS, "result" => result).increment(1);
+}
+
+/// One plugin's part of a reload: `ok`, `failed` or `unsupported`.
+pub fn plugin_reload(plugin: &str, result: &'static str) {
+    metrics::counter!(PLUGIN_RELOADS, "plugin" => plugin.to_owned(), "result" => result)
+        .increment(1);
 }
 
 /// The series kept by one gateway instance, in the text format.

@@ -49,10 +49,29 @@ pub struct BackendError {
     pub message: String,
 }
 
+/// What a backend did when asked to reload (SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// It re-read what it loads from outside its configuration.
+    Reloaded,
+    /// It cannot reload: it keeps what it loaded at start.
+    Unsupported,
+    /// It kept its previous state; why, for the logs.
+    Failed(String),
+}
+
 /// One authentication backend. `authenticate` may be called concurrently.
 pub trait Authenticator: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn authenticate(&self, facts: &AuthFacts<'_>) -> Result<AuthDecision, BackendError>;
+
+    /// Re-read what the backend loaded at start from outside the
+    /// configuration (a CA bundle, say). Runs while `authenticate` calls are
+    /// in flight on other threads; the backend switches atomically, or on
+    /// failure keeps its previous state.
+    fn reload(&self) -> ReloadOutcome {
+        ReloadOutcome::Unsupported
+    }
 
     /// Whether a call may wait (I/O, sleeping): such a chain runs on the
     /// blocking pool, under `plugins.call_timeout_ms`.

@@ -8,7 +8,7 @@ pub mod plugin_host;
 
 use std::sync::Arc;
 
-pub use backend::{AuthDecision, AuthFacts, Authenticator, BackendError};
+pub use backend::{AuthDecision, AuthFacts, Authenticator, BackendError, ReloadOutcome};
 pub use identity::Identity;
 
 /// Why a request has no identity.
@@ -54,6 +54,15 @@ impl AuthChain {
 
     pub fn names(&self) -> Vec<String> {
         self.backends.iter().map(|b| b.name().to_owned()).collect()
+    }
+
+    /// Ask every backend, in chain order, to reload; one failing does not
+    /// keep the others from trying. Requests keep being served meanwhile.
+    pub fn reload(&self) -> Vec<(&str, ReloadOutcome)> {
+        self.backends
+            .iter()
+            .map(|b| (b.name(), b.reload()))
+            .collect()
     }
 
     /// Ask each backend in turn. All abstaining means anonymous.

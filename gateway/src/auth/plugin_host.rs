@@ -11,6 +11,11 @@
 //! into the C structs on the stack, and anything odd the plugin hands back
 //! (a panic, a status or document it should not produce, invalid UTF-8) is a
 //! [`BackendError`], so the request fails closed and the process lives.
+//!
+//! On SIGHUP a plugin whose table has a `reload` function gets it called with
+//! the configuration `init` got, while requests keep going through
+//! `authenticate` (the ABI's threading contract); reloads of one instance are
+//! serialised here.
 
 use std::borrow::Cow;
 use std::ffi::{CStr, c_void};
@@ -19,7 +24,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use gateway_plugin_abi::{
     ABI_VERSION, CgAuthPluginV1, CgAuthRequest, CgBuf, CgHost, CgStr, ENTRY_SYMBOL, EntryFn,
@@ -34,7 +39,7 @@ use tracing::metadata::Kind;
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata};
 
-use super::{AuthDecision, AuthFacts, Authenticator, BackendError, Identity};
+use super::{AuthDecision, AuthFacts, Authenticator, BackendError, Identity, ReloadOutcome};
 use crate::config::{PluginsConfig, Problem, Problems};
 
 /// Longest output accepted from a plugin; identity documents are tiny, and a
@@ -188,7 +193,8 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
                 // SAFETY: the ABI makes a non-null `name` a static NUL-terminated string.
                 unsafe { CStr::from_ptr(table.name) }.to_string_lossy()
             };
-            tracing::info!(plugin = name, declared = %declared, path = %path.display(), "auth plugin loaded");
+            let reloads = table.reload.is_some();
+            tracing::info!(plugin = name, declared = %declared, path = %path.display(), reloads, "auth plugin loaded");
             Ok(PluginBackend {
                 name: name.to_owned(),
                 non_blocking: table.flags & flags::NON_BLOCKING != 0,
@@ -196,6 +202,9 @@ fn load_one(cfg: &PluginsConfig, name: &str, client_ca: &Path) -> Result<PluginB
                 authenticate,
                 free_buf,
                 destroy,
+                reload: table.reload,
+                config_json,
+                reloading: Mutex::new(()),
             })
         }
         status::ERROR | status::PANIC => {
@@ -387,7 +396,6 @@ impl Drop for OwnedBuf {
     }
 }
 
-/// One initialised plugin instance.
 /// The plugin's table as this host knows it: the bytes the plugin declares,
 /// and zero for fields appended after it was built (every field's zero is
 /// valid: null pointers, `None` functions, no flags).
@@ -405,6 +413,10 @@ fn read_table(table: *const CgAuthPluginV1, struct_size: u32) -> CgAuthPluginV1 
     unsafe { copy.assume_init() }
 }
 
+/// The plugin's `reload`, see [`CgAuthPluginV1::reload`].
+type ReloadFn = unsafe extern "C" fn(*const c_void, CgStr, *mut CgBuf) -> u32;
+
+/// One initialised plugin instance.
 struct PluginBackend {
     name: String,
     /// The plugin declared `flags::NON_BLOCKING`.
@@ -413,6 +425,13 @@ struct PluginBackend {
     authenticate: unsafe extern "C" fn(*const c_void, *const CgAuthRequest, *mut CgBuf) -> u32,
     free_buf: unsafe extern "C" fn(CgBuf),
     destroy: unsafe extern "C" fn(*mut c_void),
+    /// `None`: the table has no `reload` (null, or built before it existed).
+    reload: Option<ReloadFn>,
+    /// What `init` got; `reload` gets the same bytes.
+    config_json: String,
+    /// Held for the duration of a `reload` call: the ABI promises a plugin
+    /// never sees two at once on one instance.
+    reloading: Mutex<()>,
 }
 
 // SAFETY: the ABI requires `authenticate` to be callable concurrently from any
@@ -468,6 +487,17 @@ impl PluginBackend {
 
     fn decode(&self, code: u32, out: &OwnedBuf) -> Result<AuthDecision, BackendError> {
         decode_answer(code, out.bytes()).map_err(|message| self.error(message))
+    }
+}
+
+/// Decode what `reload` returned: its status code and the bytes of its
+/// message buffer. Anything but `OK` means the plugin kept its old state.
+fn decode_reload(code: u32, message: Result<&[u8], &str>) -> ReloadOutcome {
+    match code {
+        status::OK => ReloadOutcome::Reloaded,
+        status::ERROR => ReloadOutcome::Failed(lossy(message)),
+        status::PANIC => ReloadOutcome::Failed(format!("plugin panicked: {}", lossy(message))),
+        other => ReloadOutcome::Failed(format!("reload returned unexpected status {other}")),
     }
 }
 
@@ -564,6 +594,34 @@ impl Authenticator for PluginBackend {
 
     fn may_block(&self) -> bool {
         !self.non_blocking
+    }
+
+    fn reload(&self) -> ReloadOutcome {
+        let Some(reload) = self.reload else {
+            return ReloadOutcome::Unsupported;
+        };
+        // Nothing is guarded but the call itself, so a poisoned lock is fine.
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut message = CgBuf::EMPTY;
+        // SAFETY: the instance came from this plugin's `init` and is not
+        // destroyed while `&self` lives; `authenticate` calls may run
+        // meanwhile, which the ABI allows; no other `reload` runs (the lock);
+        // the configuration outlives the call; `message` is initialised.
+        let code = unsafe {
+            reload(
+                self.instance,
+                CgStr::from_bytes(self.config_json.as_bytes()),
+                &mut message,
+            )
+        };
+        let message = OwnedBuf {
+            buf: message,
+            free: self.free_buf,
+        };
+        decode_reload(code, message.bytes())
     }
 
     fn authenticate(&self, facts: &AuthFacts<'_>) -> Result<AuthDecision, BackendError> {
@@ -807,5 +865,161 @@ mod tests {
         );
         cfg.settings.insert("p".into(), serde_json::json!([1]));
         assert!(plugin_config(&cfg, "p", ca).is_err());
+    }
+
+    /// `reload` as the host sees it, with the plugin side written here.
+    mod reload {
+        use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize};
+
+        use super::*;
+
+        /// Buffers handed out by `test_reload` and not yet freed.
+        static LIVE: AtomicIsize = AtomicIsize::new(0);
+        /// `serial` reloads running right now, and whether two ever overlapped.
+        static RUNNING: AtomicUsize = AtomicUsize::new(0);
+        static OVERLAPPED: AtomicBool = AtomicBool::new(false);
+
+        fn buf(text: &str) -> CgBuf {
+            let boxed: Box<[u8]> = text.as_bytes().into();
+            let len = boxed.len();
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            CgBuf {
+                ptr: Box::into_raw(boxed).cast::<u8>(),
+                len,
+                cap: len,
+            }
+        }
+
+        unsafe extern "C" fn test_free(buf: CgBuf) {
+            if !buf.ptr.is_null() {
+                LIVE.fetch_sub(1, Ordering::SeqCst);
+                // SAFETY: non-null buffers come from `buf`, a leaked `Box<[u8]>`.
+                drop(unsafe {
+                    Box::from_raw(std::ptr::slice_from_raw_parts_mut(buf.ptr, buf.len))
+                });
+            }
+        }
+
+        unsafe extern "C" fn test_authenticate(
+            _: *const c_void,
+            _: *const CgAuthRequest,
+            _: *mut CgBuf,
+        ) -> u32 {
+            status::ABSTAIN
+        }
+
+        unsafe extern "C" fn test_destroy(_: *mut c_void) {}
+
+        /// Answers as its configuration says; `echo:` hands the configuration
+        /// back as the error message.
+        unsafe extern "C" fn test_reload(_: *const c_void, config: CgStr, out: *mut CgBuf) -> u32 {
+            // SAFETY: the host lends the configuration for the call.
+            let config = unsafe { config.as_bytes() }.unwrap_or_default();
+            let config = std::str::from_utf8(config).unwrap_or("");
+            let (code, message) = match config {
+                "ok" => (status::OK, None),
+                "error" => (status::ERROR, Some("the bundle is gone")),
+                "panic" => (status::PANIC, Some("boom")),
+                "silent-error" => (status::ERROR, None),
+                "weird" => (42, Some("what")),
+                "serial" => {
+                    if RUNNING.fetch_add(1, Ordering::SeqCst) > 0 {
+                        OVERLAPPED.store(true, Ordering::SeqCst);
+                    }
+                    for _ in 0..50 {
+                        std::thread::yield_now();
+                    }
+                    RUNNING.fetch_sub(1, Ordering::SeqCst);
+                    (status::OK, None)
+                }
+                echo => (status::ERROR, Some(echo)),
+            };
+            if let Some(message) = message {
+                // SAFETY: the host passes a writable out-pointer.
+                unsafe { out.write(buf(message)) };
+            }
+            code
+        }
+
+        fn backend(config: &str, reload: Option<ReloadFn>) -> PluginBackend {
+            PluginBackend {
+                name: "test".to_owned(),
+                non_blocking: true,
+                instance: std::ptr::null_mut(),
+                authenticate: test_authenticate,
+                free_buf: test_free,
+                destroy: test_destroy,
+                reload,
+                config_json: config.to_owned(),
+                reloading: Mutex::new(()),
+            }
+        }
+
+        #[test]
+        fn the_table_holds_reload_only_if_its_size_does() {
+            let full = CgAuthPluginV1 {
+                abi_version: ABI_VERSION,
+                struct_size: std::mem::size_of::<CgAuthPluginV1>() as u32,
+                name: std::ptr::null(),
+                init: None,
+                authenticate: Some(test_authenticate),
+                free_buf: Some(test_free),
+                destroy: Some(test_destroy),
+                flags: flags::NON_BLOCKING,
+                reload: Some(test_reload),
+            };
+            let base = read_table(&full, V1_BASE_SIZE as u32);
+            assert_eq!(base.flags, 0);
+            assert!(base.reload.is_none());
+            assert!(base.destroy.is_some());
+            let with_flags = read_table(&full, gateway_plugin_abi::V1_1_SIZE as u32);
+            assert_eq!(with_flags.flags, flags::NON_BLOCKING);
+            assert!(with_flags.reload.is_none());
+            assert!(read_table(&full, full.struct_size).reload.is_some());
+            // A table from a later minor version: the fields known here.
+            assert!(read_table(&full, 4096).reload.is_some());
+        }
+
+        #[test]
+        fn outcomes_of_reload_and_every_buffer_freed() {
+            assert_eq!(backend("ok", None).reload(), ReloadOutcome::Unsupported);
+            let outcome = |config: &str| backend(config, Some(test_reload)).reload();
+            assert_eq!(outcome("ok"), ReloadOutcome::Reloaded);
+            assert_eq!(
+                outcome("error"),
+                ReloadOutcome::Failed("the bundle is gone".to_owned())
+            );
+            assert_eq!(
+                outcome("panic"),
+                ReloadOutcome::Failed("plugin panicked: boom".to_owned())
+            );
+            assert_eq!(
+                outcome("silent-error"),
+                ReloadOutcome::Failed("(no message)".to_owned())
+            );
+            assert_eq!(
+                outcome("weird"),
+                ReloadOutcome::Failed("reload returned unexpected status 42".to_owned())
+            );
+            // The very configuration `init` got.
+            let config = r#"{"client_ca":"/etc/rhsm/ca/katello-default-ca.pem","x":1}"#;
+            assert_eq!(outcome(config), ReloadOutcome::Failed(config.to_owned()));
+            assert_eq!(LIVE.load(Ordering::SeqCst), 0);
+        }
+
+        #[test]
+        fn reloads_of_one_instance_never_overlap() {
+            let backend = backend("serial", Some(test_reload));
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| {
+                        for _ in 0..50 {
+                            assert_eq!(backend.reload(), ReloadOutcome::Reloaded);
+                        }
+                    });
+                }
+            });
+            assert!(!OVERLAPPED.load(Ordering::SeqCst));
+        }
     }
 }

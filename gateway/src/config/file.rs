@@ -37,6 +37,12 @@ pub struct ServerFile {
     pub shutdown_timeout_secs: u64,
     /// Worker threads; 0 means one per CPU.
     pub workers: usize,
+    /// Largest header list (KiB, RFC 9113 size) a request may carry over HTTP/2.
+    pub http2_max_header_list_kb: u64,
+    /// Streams a client may have open at once on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u64,
+    /// Response bytes (KiB) one HTTP/2 stream may queue ahead of a slow reader.
+    pub http2_max_send_buffer_kb: u64,
 }
 
 impl Default for ServerFile {
@@ -53,6 +59,9 @@ impl Default for ServerFile {
             client_request_timeout_secs: 10,
             shutdown_timeout_secs: 30,
             workers: 0,
+            http2_max_header_list_kb: 64,
+            http2_max_concurrent_streams: 128,
+            http2_max_send_buffer_kb: 64,
         }
     }
 }
@@ -71,6 +80,9 @@ pub struct PulpFile {
     pub index_ttl_secs: u64,
     /// Largest index body taken from Pulp, in MiB.
     pub max_index_mb: u64,
+    /// Seconds a streamed manifest or blob body may go without a byte from
+    /// Pulp before the client's transfer is cut.
+    pub stream_idle_secs: u64,
 }
 
 impl Default for PulpFile {
@@ -85,6 +97,7 @@ impl Default for PulpFile {
             timeout_secs: 30,
             index_ttl_secs: 10,
             max_index_mb: 64,
+            stream_idle_secs: 60,
         }
     }
 }
@@ -121,6 +134,9 @@ pub struct CacheFile {
     pub max_identities: usize,
     /// Seconds a failed central lookup is remembered before it is retried.
     pub negative_ttl_secs: u64,
+    /// Seconds after which a bearer token is confirmed with central again;
+    /// unset, `ttl_secs` (always valid, as `ttl_secs <= stale_if_error_secs`).
+    pub token_revalidate_secs: Option<u64>,
 }
 
 impl Default for CacheFile {
@@ -130,6 +146,7 @@ impl Default for CacheFile {
             stale_if_error_secs: 3600,
             max_identities: 1_000_000,
             negative_ttl_secs: 5,
+            token_revalidate_secs: None,
         }
     }
 }
@@ -139,6 +156,11 @@ impl Default for CacheFile {
 pub struct ManagementFile {
     pub allowed_cns: Vec<String>,
     pub max_shrink_percent: u64,
+    /// TLS listeners that answer only what Foreman and Katello ask of a smart
+    /// proxy: `/features`, `/v2/features`, `/version` and the pushes.
+    pub listen: Vec<String>,
+    /// The foreman-proxy version `/version` reports; empty: the gateway's own.
+    pub proxy_version: String,
 }
 
 impl Default for ManagementFile {
@@ -146,6 +168,8 @@ impl Default for ManagementFile {
         Self {
             allowed_cns: vec!["katello.example.com".into()],
             max_shrink_percent: 100,
+            listen: vec![],
+            proxy_version: String::new(),
         }
     }
 }

@@ -79,6 +79,18 @@ pub struct ServerConfig {
     pub client_request_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub workers: usize,
+    /// `server.http2_*`: what one HTTP/2 connection may make the gateway hold.
+    pub http2: Http2Limits,
+}
+
+/// Per-connection HTTP/2 bounds. Roughly, one connection holds at most
+/// `max_concurrent_streams x (max_header_list_bytes + max_send_buffer_bytes)`
+/// plus actix-http's 2 MiB connection flow-control window of request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Http2Limits {
+    pub max_header_list_bytes: u32,
+    pub max_concurrent_streams: u32,
+    pub max_send_buffer_bytes: u32,
 }
 
 impl ServerConfig {
@@ -105,6 +117,9 @@ pub struct PulpConfig {
     /// Largest index body taken from Pulp (`pulp.max_index_mb`): a bigger one
     /// is refused (502) instead of being buffered and parsed.
     pub max_index_bytes: usize,
+    /// `pulp.stream_idle_secs`: the longest silence from Pulp inside a
+    /// streamed manifest or blob body.
+    pub stream_idle: Duration,
 }
 
 impl PulpConfig {
@@ -135,6 +150,9 @@ pub struct CacheConfig {
     pub stale_if_error: Duration,
     pub max_identities: usize,
     pub negative_ttl: Duration,
+    /// A bearer token, stored or cached, is confirmed with central again
+    /// once this has passed since central last vouched for it.
+    pub token_revalidate: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +188,10 @@ pub struct Config {
     pub allowed_cns: Vec<String>,
     /// `management.max_shrink_percent`.
     pub push_policy: crate::management::PushPolicy,
+    /// `management.listen`: where Foreman registers the gateway as a smart proxy.
+    pub management_listen: Vec<SocketAddr>,
+    /// `management.proxy_version`, or the gateway's own version when unset.
+    pub proxy_version: String,
     pub state_dir: PathBuf,
     pub plugins: PluginsConfig,
     pub admin_listen: Option<SocketAddr>,
@@ -272,6 +294,22 @@ impl Checker {
         p
     }
 
+    /// A count from 1 to `max`.
+    fn within(&mut self, key: &str, value: u64, max: u32) -> u32 {
+        match u32::try_from(value) {
+            Ok(v) if (1..=max).contains(&v) => v,
+            _ => {
+                self.add(key, format!("must be from 1 to {max}"));
+                1
+            }
+        }
+    }
+
+    /// A size in KiB from 1 to `max_kib`, as bytes.
+    fn kib_within(&mut self, key: &str, kib: u64, max_kib: u32) -> u32 {
+        self.within(key, kib, max_kib).saturating_mul(1024)
+    }
+
     fn duration(&mut self, key: &str, secs: u64) -> Duration {
         if secs == 0 {
             self.add(key, "must be greater than 0");
@@ -361,6 +399,47 @@ fn normalize_path(value: &str) -> Option<String> {
     ok.then(|| trimmed.to_owned())
 }
 
+/// `management.listen` must not share an address with a client listener, and
+/// is useless without a CN that may use it.
+fn check_management_listen(
+    c: &mut Checker,
+    f: &FileConfig,
+    management: &[SocketAddr],
+    listen: &[SocketAddr],
+    listen_plain: &[SocketAddr],
+) {
+    for addr in management {
+        if listen.contains(addr) || listen_plain.contains(addr) {
+            c.add(
+                "management.listen",
+                format!("{addr} is also a client listener (server.listen or server.listen_plain)"),
+            );
+        }
+    }
+    if !management.is_empty() && f.management.allowed_cns.is_empty() {
+        c.add(
+            "management.allowed_cns",
+            "is empty, so every call to management.listen would be refused",
+        );
+    }
+}
+
+/// A foreman-proxy version as Foreman parses it (`3.11.0`, `3.11.0-develop`):
+/// Foreman compares its major and minor with its own.
+pub(crate) fn is_version(v: &str) -> bool {
+    let (numbers, suffix) = v.split_once('-').unwrap_or((v, ""));
+    let parts: Vec<&str> = numbers.split('.').collect();
+    parts.len() >= 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && (v.len() == numbers.len()
+            || (!suffix.is_empty()
+                && suffix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')))
+}
+
 /// Check a parsed file, including that the files it names can be read.
 pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
     let mut c = Checker {
@@ -387,7 +466,8 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
             "no listener: set server.listen (TLS) or server.listen_plain",
         );
     }
-    let (tls_cert, tls_key) = if f.server.listen.is_empty() {
+    let management_listen = c.addrs("management.listen", &f.management.listen);
+    let (tls_cert, tls_key) = if f.server.listen.is_empty() && f.management.listen.is_empty() {
         (
             PathBuf::from(&f.server.tls_cert),
             PathBuf::from(&f.server.tls_key),
@@ -427,6 +507,23 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
         f.server.client_request_timeout_secs,
     );
     let shutdown_timeout = Duration::from_secs(f.server.shutdown_timeout_secs);
+    let http2 = Http2Limits {
+        max_header_list_bytes: c.kib_within(
+            "server.http2_max_header_list_kb",
+            f.server.http2_max_header_list_kb,
+            16 * 1024,
+        ),
+        max_concurrent_streams: c.within(
+            "server.http2_max_concurrent_streams",
+            f.server.http2_max_concurrent_streams,
+            1000,
+        ),
+        max_send_buffer_bytes: c.kib_within(
+            "server.http2_max_send_buffer_kb",
+            f.server.http2_max_send_buffer_kb,
+            16 * 1024,
+        ),
+    };
 
     let pulp_endpoint = c.url("pulp.endpoint", &f.pulp.endpoint, false);
     let registry_path = normalize_path(&f.pulp.registry_path).unwrap_or_else(|| {
@@ -450,6 +547,9 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
     );
     let pulp_timeout = c.duration("pulp.timeout_secs", f.pulp.timeout_secs);
     let index_ttl = Duration::from_secs(f.pulp.index_ttl_secs);
+    // No "0 = never": a Pulp that stalls in mid-blob would hold the client,
+    // its connection and an upstream connection for as long as it stalls.
+    let stream_idle = c.duration("pulp.stream_idle_secs", f.pulp.stream_idle_secs);
     let max_index_bytes = match usize::try_from(f.pulp.max_index_mb)
         .ok()
         .and_then(|mb| mb.checked_mul(1024 * 1024))
@@ -498,12 +598,37 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
     if f.cache.max_identities == 0 {
         c.add("cache.max_identities", "must be greater than 0");
     }
+    let token_revalidate_secs = f.cache.token_revalidate_secs.unwrap_or(f.cache.ttl_secs);
+    let token_revalidate = c.duration("cache.token_revalidate_secs", token_revalidate_secs);
+    if token_revalidate_secs > f.cache.stale_if_error_secs {
+        // Past stale_if_error an unconfirmed token is refused anyway: a longer
+        // interval would only hide that central was never asked.
+        c.add(
+            "cache.token_revalidate_secs",
+            "must be at most cache.stale_if_error_secs",
+        );
+    }
 
     for cn in &f.management.allowed_cns {
         if cn.trim().is_empty() {
             c.add("management.allowed_cns", "holds an empty name");
         }
     }
+    check_management_listen(&mut c, f, &management_listen, &listen, &listen_plain);
+    let proxy_version = if f.management.proxy_version.is_empty() {
+        env!("CARGO_PKG_VERSION").to_owned()
+    } else {
+        if !is_version(&f.management.proxy_version) {
+            c.add(
+                "management.proxy_version",
+                format!(
+                    "{:?} is not a version like \"3.11.0\" (digits and dots, optionally -suffix)",
+                    f.management.proxy_version
+                ),
+            );
+        }
+        f.management.proxy_version.clone()
+    };
     let max_shrink_percent = match u8::try_from(f.management.max_shrink_percent) {
         Ok(p) if p <= 100 => p,
         _ => {
@@ -612,6 +737,7 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
             client_request_timeout,
             shutdown_timeout,
             workers: f.server.workers,
+            http2,
         },
         pulp: PulpConfig {
             endpoint: pulp_endpoint,
@@ -621,6 +747,7 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
             timeout: pulp_timeout,
             index_ttl,
             max_index_bytes,
+            stream_idle,
         },
         central: CentralConfig {
             url: central_url,
@@ -633,9 +760,12 @@ pub fn validate(source: &Path, f: &FileConfig) -> Result<Config, Problems> {
             stale_if_error: Duration::from_secs(f.cache.stale_if_error_secs),
             max_identities: f.cache.max_identities,
             negative_ttl: Duration::from_secs(f.cache.negative_ttl_secs),
+            token_revalidate,
         },
         allowed_cns: f.management.allowed_cns.clone(),
         push_policy: crate::management::PushPolicy { max_shrink_percent },
+        management_listen,
+        proxy_version,
         state_dir,
         plugins: PluginsConfig {
             dir: plugin_dir,

@@ -133,6 +133,29 @@ fn https_upstreams_need_their_ca_and_a_whole_client_pair() {
 }
 
 #[test]
+fn the_stream_idle_limit_defaults_to_a_minute_and_is_not_zero() {
+    let dir = valid_dir();
+    let cfg = validate(Path::new("x"), &parse(&base(dir.path())).unwrap()).unwrap();
+    assert_eq!(cfg.pulp.stream_idle, Duration::from_secs(60));
+    let with = |secs: &str| {
+        base(dir.path()).replace(
+            "registry_path = \"/pulpcore_registry/\"\n",
+            &format!("registry_path = \"/pulpcore_registry/\"\nstream_idle_secs = {secs}\n"),
+        )
+    };
+    let cfg = validate(Path::new("x"), &parse(&with("2")).unwrap()).unwrap();
+    assert_eq!(cfg.pulp.stream_idle, Duration::from_secs(2));
+    // 0 would read as "never cut": refused, naming the key.
+    let err = validate(Path::new("x"), &parse(&with("0")).unwrap()).unwrap_err();
+    assert!(
+        err.0.iter().any(|p| p.key == "pulp.stream_idle_secs"),
+        "{err:?}"
+    );
+    let err = parse(&with("-1")).unwrap_err();
+    assert!(err.to_string().contains("line"), "{err}");
+}
+
+#[test]
 fn the_shrink_limit_is_a_percentage_and_off_by_default() {
     let dir = valid_dir();
     let cfg = validate(Path::new("x"), &parse(&base(dir.path())).unwrap()).unwrap();
@@ -152,6 +175,63 @@ fn the_shrink_limit_is_a_percentage_and_off_by_default() {
                 .iter()
                 .any(|p| p.key == "management.max_shrink_percent"),
             "{bad}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn http2_limits_have_production_defaults_and_checked_ranges() {
+    let dir = valid_dir();
+    let with = |lines: &str| {
+        base(dir.path()).replace(
+            "public_url = \"https://gw.example.com/\"\n",
+            &format!("public_url = \"https://gw.example.com/\"\n{lines}"),
+        )
+    };
+    let cfg = validate(Path::new("x"), &parse(&with("")).unwrap()).unwrap();
+    assert_eq!(
+        cfg.server.http2,
+        Http2Limits {
+            max_header_list_bytes: 64 * 1024,
+            max_concurrent_streams: 128,
+            max_send_buffer_bytes: 64 * 1024,
+        }
+    );
+    let cfg = validate(
+        Path::new("x"),
+        &parse(&with(
+            "http2_max_header_list_kb = 8\nhttp2_max_concurrent_streams = 4\nhttp2_max_send_buffer_kb = 16\n",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.server.http2,
+        Http2Limits {
+            max_header_list_bytes: 8 * 1024,
+            max_concurrent_streams: 4,
+            max_send_buffer_bytes: 16 * 1024,
+        }
+    );
+    for (key, bad) in [
+        ("http2_max_header_list_kb", "0"),
+        ("http2_max_header_list_kb", "16385"),
+        ("http2_max_concurrent_streams", "0"),
+        ("http2_max_concurrent_streams", "1001"),
+        ("http2_max_send_buffer_kb", "0"),
+        ("http2_max_send_buffer_kb", "99999999999"),
+    ] {
+        let err = validate(
+            Path::new("x"),
+            &parse(&with(&format!("{key} = {bad}\n"))).unwrap(),
+        )
+        .unwrap_err();
+        let full = format!("server.{key}");
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.key == full && p.message.starts_with("must be from 1 to ")),
+            "{key} = {bad}: {err:?}"
         );
     }
 }
@@ -194,6 +274,41 @@ fn a_plain_listener_is_loopback_unless_remote_is_allowed() {
         assert!(
             with(remote, Some(false)).is_err(),
             "{remote} explicitly refused"
+        );
+    }
+}
+
+#[test]
+fn token_revalidation_follows_the_ttl_unless_set_and_stays_within_the_stale_window() {
+    let dir = valid_dir();
+    let cfg = validate(Path::new("x"), &parse(&base(dir.path())).unwrap()).unwrap();
+    assert_eq!(cfg.cache.token_revalidate, Duration::from_secs(300));
+    let with = |v: &str| format!("{}[cache]\n{v}\n", base(dir.path()));
+    let cfg = validate(
+        Path::new("x"),
+        &parse(&with("ttl_secs = 30\nstale_if_error_secs = 60")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.cache.token_revalidate,
+        Duration::from_secs(30),
+        "follows the ttl"
+    );
+    let cfg = validate(
+        Path::new("x"),
+        &parse(&with("token_revalidate_secs = 2")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg.cache.token_revalidate, Duration::from_secs(2));
+    for bad in [
+        "token_revalidate_secs = 0",
+        "token_revalidate_secs = 3601",
+        "stale_if_error_secs = 400\ntoken_revalidate_secs = 401",
+    ] {
+        let err = validate(Path::new("x"), &parse(&with(bad)).unwrap()).unwrap_err();
+        assert!(
+            err.0.iter().any(|p| p.key == "cache.token_revalidate_secs"),
+            "{bad}: {err:?}"
         );
     }
 }

@@ -4,6 +4,10 @@
 //! `cache.ttl`; concurrent misses make one central call; when central fails we
 //! serve a stale answer younger than `cache.stale_if_error`, else the mapping
 //! Katello pushed, else nothing (the request gets 503): never fail open.
+//!
+//! Bearer tokens follow the same rules with `cache.token_revalidate` as
+//! their freshness bound: central may revoke a token before it expires, and
+//! its `_catalog` answer for the token is both the check and the grant.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -153,7 +157,8 @@ impl Entitlements {
                 other => other,
             }
         };
-        self.ask_central(subject, cached, pushed, interned).await
+        self.ask_central(subject, cached, pushed, self.cfg.ttl, interned)
+            .await
     }
 
     /// The grant for a bearer token this gateway must validate with central.
@@ -168,14 +173,31 @@ impl Entitlements {
     {
         let subject = Subject::Token(digest.clone());
         let cached = self.cached(&subject);
+        let fresh_for = self.cfg.ttl.min(self.cfg.token_revalidate);
         if let Some(g) = &cached
-            && g.age < self.cfg.ttl
+            && g.age < fresh_for
         {
             crate::admin::metrics::entitlement_lookup(true);
             return Ok(g.clone());
         }
         crate::admin::metrics::entitlement_lookup(false);
-        self.ask_central(subject, cached, None, fetch).await
+        self.ask_central(subject, cached, None, fresh_for, fetch)
+            .await
+    }
+
+    /// Ask central whether a token this gateway stored is still valid. Its
+    /// grant comes from the user's mapping, so nothing is cached here; only
+    /// the failure memory (`cache.negative_ttl`) and the coalescing are
+    /// shared with [`Entitlements::for_token`]. What to do with a failure is
+    /// the caller's: it knows when the token was last confirmed.
+    pub async fn confirm_token<F, Fut>(&self, digest: &Arc<str>, fetch: F) -> Lookup
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Lookup>,
+    {
+        crate::admin::metrics::entitlement_lookup(false);
+        let subject = Subject::Token(digest.clone());
+        self.central_outcome(subject, fetch, None).await
     }
 
     /// Record a grant learned elsewhere (e.g. at `/v2/token`).
@@ -210,8 +232,45 @@ impl Entitlements {
         subject: Subject,
         cached: Option<Grant>,
         pushed: Option<Grant>,
+        fresh_for: Duration,
         fetch: F,
     ) -> Result<Grant, EntitlementError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Lookup>,
+    {
+        let outcome = self.central_outcome(subject, fetch, Some(fresh_for)).await;
+        match outcome {
+            Lookup::Granted(repositories) => Ok(Grant {
+                repositories,
+                source: Source::Central,
+                age: Duration::ZERO,
+            }),
+            Lookup::Rejected => Err(EntitlementError::Rejected),
+            Lookup::Failed(reason) => {
+                if let Some(c) = cached.filter(|c| c.age < self.cfg.stale_if_error) {
+                    return Ok(Grant {
+                        source: Source::StaleCentral,
+                        ..c
+                    });
+                }
+                // What Katello pushed stays its word until the next push, however old.
+                pushed.ok_or(EntitlementError::Unavailable(reason))
+            }
+        }
+    }
+
+    /// Central's word on a subject: a failure within `negative_ttl` is
+    /// repeated without asking; otherwise one coalesced call. With `keep`,
+    /// the grant is cached, and a caller that found the cache stale but
+    /// reaches the coalescer just after another call refreshed it (younger
+    /// than `keep`) takes that answer instead of asking again.
+    async fn central_outcome<F, Fut>(
+        &self,
+        subject: Subject,
+        fetch: F,
+        keep: Option<Duration>,
+    ) -> Lookup
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Lookup>,
@@ -221,15 +280,26 @@ impl Entitlements {
             .get(&subject)
             .map(|f| *f)
             .filter(|f| f.at.elapsed() < self.cfg.negative_ttl);
-        let outcome = match recent_failure {
+        match recent_failure {
             Some(Failure { rejected: true, .. }) => Lookup::Rejected,
             Some(_) => Lookup::Failed("central failed moments ago".into()),
             None => {
                 self.coalescer
                     .run(subject.clone(), || async {
+                        if let Some(fresh_for) = keep
+                            && let Some(g) = self.cached(&subject)
+                            && g.age < fresh_for
+                        {
+                            return Lookup::Granted(g.repositories);
+                        }
                         let outcome = fetch().await;
                         match &outcome {
-                            Lookup::Granted(repos) => self.remember(subject.clone(), repos.clone()),
+                            Lookup::Granted(repos) if keep.is_some() => {
+                                self.remember(subject.clone(), repos.clone())
+                            }
+                            Lookup::Granted(_) => {
+                                self.failures.remove(&subject);
+                            }
                             Lookup::Rejected => {
                                 self.entries.remove(&subject);
                                 self.failures.insert(
@@ -253,24 +323,6 @@ impl Entitlements {
                         outcome
                     })
                     .await
-            }
-        };
-        match outcome {
-            Lookup::Granted(repositories) => Ok(Grant {
-                repositories,
-                source: Source::Central,
-                age: Duration::ZERO,
-            }),
-            Lookup::Rejected => Err(EntitlementError::Rejected),
-            Lookup::Failed(reason) => {
-                if let Some(c) = cached.filter(|c| c.age < self.cfg.stale_if_error) {
-                    return Ok(Grant {
-                        source: Source::StaleCentral,
-                        ..c
-                    });
-                }
-                // What Katello pushed stays its word until the next push, however old.
-                pushed.ok_or(EntitlementError::Unavailable(reason))
             }
         }
     }

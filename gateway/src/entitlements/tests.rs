@@ -8,6 +8,7 @@ fn cfg(ttl_ms: u64, stale_ms: u64) -> CacheConfig {
         stale_if_error: Duration::from_millis(stale_ms),
         max_identities: 1000,
         negative_ttl: Duration::ZERO,
+        token_revalidate: Duration::from_millis(ttl_ms),
     }
 }
 
@@ -123,4 +124,47 @@ async fn eviction_keeps_the_cache_bounded() {
         e.remember(Subject::Host(uuid(&format!("h{i}"))), RepoSet::new(["a"]));
     }
     assert!(e.cached_identities() <= 10, "{}", e.cached_identities());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cached_token_is_asked_again_after_token_revalidate_even_within_the_ttl() {
+    let mut c = cfg(60_000, 60_000);
+    c.token_revalidate = Duration::from_millis(40);
+    let e = Entitlements::new(c);
+    let calls = AtomicUsize::new(0);
+    let granted = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Lookup::Granted(RepoSet::new(["a"]))
+    };
+    e.for_token(&uuid("t"), granted).await.unwrap();
+    e.for_token(&uuid("t"), granted).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "fresh within the window");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let r = e.for_token(&uuid("t"), || async { Lookup::Rejected }).await;
+    assert!(matches!(r, Err(EntitlementError::Rejected)), "revoked");
+    assert_eq!(e.cached_identities(), 0, "and forgotten");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn confirming_a_token_caches_no_grant_and_remembers_a_rejection() {
+    let mut c = cfg(60_000, 60_000);
+    c.negative_ttl = Duration::from_secs(60);
+    let e = Entitlements::new(c);
+    let l = e
+        .confirm_token(&uuid("t"), || async {
+            Lookup::Granted(RepoSet::new(["a"]))
+        })
+        .await;
+    assert!(matches!(l, Lookup::Granted(_)));
+    assert_eq!(
+        e.cached_identities(),
+        0,
+        "a stored token's grant is its user's"
+    );
+    e.confirm_token(&uuid("t"), || async { Lookup::Rejected })
+        .await;
+    let l = e
+        .confirm_token(&uuid("t"), || async { panic!("not asked again") })
+        .await;
+    assert!(matches!(l, Lookup::Rejected), "within cache.negative_ttl");
 }

@@ -5,10 +5,10 @@ use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 
 use crate::config::PulpConfig;
 use crate::http::errors::{self, API_VERSION, API_VERSION_HEADER, Code};
+use crate::http::idle_body::{IdleCut, Streamed};
 use crate::upstream::UpstreamError;
 use crate::upstream::pulp::PulpClient;
 
@@ -24,7 +24,8 @@ const FORWARDED_REQUEST: [HeaderName; 5] = [
 
 /// Response headers relayed from a Pulp success. `link` pages `tags/list`; the
 /// route rewrites it to point at us (and drops it elsewhere).
-const RELAYED_RESPONSE: [&str; 8] = [
+/// `oci-filters-applied` says a referrers list was filtered by `artifactType`.
+const RELAYED_RESPONSE: [&str; 9] = [
     "content-type",
     "docker-content-digest",
     "etag",
@@ -33,6 +34,7 @@ const RELAYED_RESPONSE: [&str; 8] = [
     "accept-ranges",
     "cache-control",
     "link",
+    "oci-filters-applied",
 ];
 
 /// Largest Pulp error body relayed.
@@ -48,14 +50,16 @@ fn forwarded_headers(req: &HttpRequest) -> Vec<(HeaderName, HeaderValue)> {
     out
 }
 
-/// Forward a GET or HEAD for `path_and_query` (starting `/v2/`) and relay the answer.
+/// Forward a GET or HEAD for `path_and_query` (starting `/v2/`) and relay the
+/// answer; `what` names it if its body has to be cut for silence.
 pub async fn relay(
     req: &HttpRequest,
     pulp: &PulpClient,
     cfg: &PulpConfig,
     path_and_query: &str,
+    what: Streamed<'_>,
 ) -> HttpResponse {
-    relay_with(req, pulp, cfg, path_and_query, forwarded_headers(req)).await
+    relay_with(req, pulp, cfg, path_and_query, forwarded_headers(req), what).await
 }
 
 /// [`relay`] for a route whose answer is JSON whatever the client accepts
@@ -66,13 +70,14 @@ pub async fn relay_json(
     pulp: &PulpClient,
     cfg: &PulpConfig,
     path_and_query: &str,
+    what: Streamed<'_>,
 ) -> HttpResponse {
     let mut headers: Vec<_> = forwarded_headers(req)
         .into_iter()
         .filter(|(name, _)| name != header::ACCEPT)
         .collect();
     headers.push((header::ACCEPT, HeaderValue::from_static("application/json")));
-    relay_with(req, pulp, cfg, path_and_query, headers).await
+    relay_with(req, pulp, cfg, path_and_query, headers, what).await
 }
 
 async fn relay_with(
@@ -81,6 +86,7 @@ async fn relay_with(
     cfg: &PulpConfig,
     path_and_query: &str,
     headers: Vec<(HeaderName, HeaderValue)>,
+    what: Streamed<'_>,
 ) -> HttpResponse {
     let method = if req.method() == Method::HEAD {
         Method::HEAD
@@ -97,7 +103,7 @@ async fn relay_with(
         return redirect(status, upstream.headers().get(header::LOCATION), cfg);
     }
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
-        return stream(status, upstream, head);
+        return stream(status, upstream, head, cfg.stream_idle, what);
     }
     error_from_pulp(status, upstream, head, cfg.timeout).await
 }
@@ -158,7 +164,15 @@ pub fn rebase_location(
     }
 }
 
-fn stream<S>(status: StatusCode, upstream: awc::ClientResponse<S>, head: bool) -> HttpResponse
+/// Relay a success: its head now, its body as Pulp sends it (cut if Pulp
+/// falls silent, see [`IdleCut`]).
+fn stream<S>(
+    status: StatusCode,
+    upstream: awc::ClientResponse<S>,
+    head: bool,
+    idle: std::time::Duration,
+    what: Streamed<'_>,
+) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
         + Unpin
@@ -186,11 +200,10 @@ where
             futures_util::stream::empty::<Result<bytes::Bytes, actix_web::Error>>(),
         )),
         (true, None) => builder.finish(),
-        (false, Some(len)) => builder.body(SizedStream::new(
-            len,
-            upstream.map(|r| r.map_err(actix_web::Error::from)),
-        )),
-        (false, None) => builder.streaming(upstream),
+        (false, Some(len)) => {
+            builder.body(SizedStream::new(len, IdleCut::new(upstream, idle, what)))
+        }
+        (false, None) => builder.streaming(IdleCut::new(upstream, idle, what)),
     }
 }
 

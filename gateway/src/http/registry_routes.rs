@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::auth::Identity;
 use crate::http::errors::{self, API_VERSION, API_VERSION_HEADER, Code};
 use crate::http::forward;
+use crate::http::idle_body::Streamed;
 use crate::http::query;
-use crate::registry::names::{valid_digest, valid_name, valid_reference};
+use crate::registry::names::{tag_characters, valid_digest, valid_name, valid_reference};
 use crate::server::identify::{View, identify, view};
 use crate::server::shared::{Shared, Upstreams};
 
@@ -18,9 +19,22 @@ use crate::server::shared::{Shared, Upstreams};
 pub enum Route<'a> {
     Ping,
     Catalog,
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
-    Tags { name: &'a str },
+    Manifest {
+        name: &'a str,
+        reference: &'a str,
+    },
+    Blob {
+        name: &'a str,
+        digest: &'a str,
+    },
+    /// OCI distribution spec 1.1 `GET /v2/<name>/referrers/<digest>`.
+    Referrers {
+        name: &'a str,
+        digest: &'a str,
+    },
+    Tags {
+        name: &'a str,
+    },
     Upload,
     Unknown,
 }
@@ -33,6 +47,7 @@ impl Route<'_> {
             Route::Catalog => "/v2/_catalog",
             Route::Manifest { .. } => "/v2/{name}/manifests/{reference}",
             Route::Blob { .. } => "/v2/{name}/blobs/{digest}",
+            Route::Referrers { .. } => "/v2/{name}/referrers/{digest}",
             Route::Tags { .. } => "/v2/{name}/tags/list",
             Route::Upload => "/v2/{name}/blobs/uploads",
             Route::Unknown => "/v2/*",
@@ -64,6 +79,16 @@ pub fn route(path: &str) -> Route<'_> {
     }
     if rest.contains("/blobs/uploads") {
         return Route::Upload;
+    }
+    // A digest has no '/': `a/referrers/manifests/x` is a manifest of `a/referrers`.
+    if let Some(i) = rest.rfind("/referrers/") {
+        let digest = rest[i + "/referrers/".len()..].trim_end_matches('/');
+        if !digest.is_empty() && !digest.contains('/') {
+            return Route::Referrers {
+                name: &rest[..i],
+                digest,
+            };
+        }
     }
     if let Some(i) = rest.rfind("/manifests/") {
         return Route::Manifest {
@@ -110,11 +135,21 @@ pub async fn dispatch(
                 return bad(Code::NameInvalid, "invalid repository name");
             }
             if !valid_reference(reference) {
+                if tag_characters(reference) {
+                    // `.x`, `-x`, an overlong tag: no manifest has that name, and a
+                    // pull of a manifest that does not exist is a 404 (spec, and
+                    // Pulp). Answered here, whoever asks: it says nothing of the name.
+                    return errors::respond(
+                        StatusCode::NOT_FOUND,
+                        Code::ManifestUnknown,
+                        "manifest unknown to registry",
+                    );
+                }
                 return bad(Code::ManifestInvalid, "invalid manifest reference");
             }
             Some(*name)
         }
-        Route::Blob { name, digest } => {
+        Route::Blob { name, digest } | Route::Referrers { name, digest } => {
             if !valid_name(name) {
                 return bad(Code::NameInvalid, "invalid repository name");
             }
@@ -187,23 +222,47 @@ pub async fn dispatch(
         Route::Tags { name } => {
             let upstream_query = tags_query(&pairs);
             let target = format!("/v2/{name}/tags/list{upstream_query}");
-            let mut resp = forward::relay_json(&req, &up.pulp, &shared.config.pulp, &target).await;
+            let what = streamed("tags", &route, name);
+            let mut resp =
+                forward::relay_json(&req, &up.pulp, &shared.config.pulp, &target, what).await;
             rewrite_link(&mut resp, &s.public_url, name);
             resp
         }
         Route::Manifest { name, reference } => {
-            relay_content(
-                &req,
-                &shared,
-                &up,
-                &format!("/v2/{name}/manifests/{reference}"),
-            )
-            .await
+            let target = format!("/v2/{name}/manifests/{reference}");
+            let what = streamed("manifest", &route, name);
+            relay_content(&req, &shared, &up, &target, what).await
         }
         Route::Blob { name, digest } => {
-            relay_content(&req, &shared, &up, &format!("/v2/{name}/blobs/{digest}")).await
+            let target = format!("/v2/{name}/blobs/{digest}");
+            let what = streamed("blob", &route, name);
+            relay_content(&req, &shared, &up, &target, what).await
+        }
+        Route::Referrers { name, digest } => {
+            let target = format!("/v2/{name}/referrers/{digest}{}", referrers_query(&pairs));
+            let what = streamed("referrers", &route, name);
+            let resp = relay_content(&req, &shared, &up, &target, what).await;
+            if resp.status() == StatusCode::NOT_FOUND {
+                // The repository is known and visible, so a 404 is Pulp without the
+                // referrers API (pulp_container 2.30: no such URL). The spec's answer for
+                // that is a 404, on which clients fall back to the `sha256-<hex>` tag.
+                return errors::respond(
+                    StatusCode::NOT_FOUND,
+                    Code::Unsupported,
+                    "the referrers API is not supported; use the referrers tag schema",
+                );
+            }
+            resp
         }
         _ => errors::respond(StatusCode::NOT_FOUND, Code::NotFound, "no such route"),
+    }
+}
+
+fn streamed<'a>(kind: &'static str, route: &Route<'_>, name: &'a str) -> Streamed<'a> {
+    Streamed {
+        kind,
+        route: route.template(),
+        repository: name,
     }
 }
 
@@ -214,8 +273,9 @@ async fn relay_content(
     shared: &Shared,
     up: &Upstreams,
     target: &str,
+    what: Streamed<'_>,
 ) -> HttpResponse {
-    let mut resp = forward::relay(req, &up.pulp, &shared.config.pulp, target).await;
+    let mut resp = forward::relay(req, &up.pulp, &shared.config.pulp, target, what).await;
     // Only tags/list pages; any other Link would name Pulp.
     resp.headers_mut().remove(header::LINK);
     resp
@@ -327,6 +387,24 @@ fn tags_query(pairs: &[(String, String)]) -> String {
     )
 }
 
+/// Only `artifactType` (the spec's one filter) goes to Pulp, re-encoded.
+fn referrers_query(pairs: &[(String, String)]) -> String {
+    let kept: Vec<(&str, &str)> = pairs
+        .iter()
+        .filter(|(k, _)| k == "artifactType")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if kept.is_empty() {
+        return String::new();
+    }
+    format!(
+        "?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(kept)
+            .finish()
+    )
+}
+
 /// Pulp's `Link` names Pulp; clients must come back to us.
 fn rewrite_link(resp: &mut HttpResponse, public_url: &str, name: &str) {
     let Some(link) = resp
@@ -386,6 +464,35 @@ mod tests {
                 digest: "sha256:00"
             }
         );
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            route(&format!("/v2/a/b/referrers/{d}")),
+            Route::Referrers {
+                name: "a/b",
+                digest: &d
+            }
+        );
+        assert_eq!(
+            route(&format!("/v2/a/manifests/x/referrers/{d}/")),
+            Route::Referrers {
+                name: "a/manifests/x",
+                digest: &d
+            }
+        );
+        assert_eq!(
+            route("/v2/a/referrers/manifests/latest"),
+            Route::Manifest {
+                name: "a/referrers",
+                reference: "latest"
+            }
+        );
+        assert_eq!(
+            route("/v2/a/manifests/referrers/"),
+            Route::Manifest {
+                name: "a",
+                reference: "referrers"
+            }
+        );
         assert_eq!(route("/v2/a/tags/list"), Route::Tags { name: "a" });
         assert_eq!(route("/v2/a/tags/list/"), Route::Tags { name: "a" });
         assert_eq!(route("/v2/a/blobs/uploads/"), Route::Upload);
@@ -402,5 +509,18 @@ mod tests {
         ];
         assert_eq!(tags_query(&p), "?n=2&last=a+b");
         assert_eq!(tags_query(&[]), "");
+    }
+
+    #[test]
+    fn referrers_query_keeps_only_artifact_type() {
+        let p = vec![
+            ("artifactType".into(), "application/vnd.x+json; v=1".into()),
+            ("n".into(), "2".into()),
+        ];
+        assert_eq!(
+            referrers_query(&p),
+            "?artifactType=application%2Fvnd.x%2Bjson%3B+v%3D1"
+        );
+        assert_eq!(referrers_query(&[]), "");
     }
 }

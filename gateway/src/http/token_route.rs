@@ -226,8 +226,9 @@ pub async fn token(
 /// Replace one user's mapping with central's current answer. A failure keeps
 /// the previous mapping: the token is still valid, and what it can see stays
 /// what central said last. Nothing is cached under the token itself: a stored
-/// token resolves to its user until it expires, and after that (or when it was
-/// never stored, being expired on arrival) only central may vouch for it.
+/// token resolves to its user until it expires, confirmed with central every
+/// `cache.token_revalidate_secs` (server/identify.rs), and after that (or when
+/// it was never stored, being expired on arrival) only central may vouch for it.
 async fn refresh_user(shared: &Arc<Shared>, up: &Upstreams, authorization: &str, login: &str) {
     let lookup = up.central.catalog_for_authorization(authorization);
     let repositories = match lookup.await {

@@ -365,6 +365,13 @@ impl Builder<'_> {
                     value: super::render::toml_string(&endpoint),
                     why: "https://<hostname>".to_owned(),
                 });
+                // 4.0.0 dropped this default (foreman-packaging#13948): such a
+                // file ran only under 3.x, so the guess is 3.x's and is said so.
+                self.warnings.push(format!(
+                    ":pulp_endpoint: is not set in {}: smart_proxy_container_gateway 4.0 and later have no default for it, so pulp.endpoint = {} is 3.x's default (https://<hostname>); check that Pulp answers there",
+                    self.plugin_file(),
+                    super::render::toml_string(&endpoint)
+                ));
             }
         }
         // The plugin appended /pulpcore_registry to whatever pulp_endpoint held,

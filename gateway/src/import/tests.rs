@@ -868,3 +868,61 @@ fn urls_split_as_the_gateway_wants_them() {
         assert!(parse_url(bad).is_none(), "{bad}");
     }
 }
+
+/// smart_proxy_container_gateway 4.0.0 has no `https://<hostname>` default
+/// for `:pulp_endpoint:`: the import still takes 3.x's, and says so.
+#[test]
+fn a_defaulted_pulp_endpoint_is_warned_about_as_the_3x_default() {
+    let c = Capsule::new();
+    let bare = c
+        .import(&c.proxy_yml(TRUSTED_TWO), "---\n:enabled: true\n")
+        .expect("import");
+    assert_eq!(
+        parsed(&bare.toml).pulp.endpoint,
+        "https://capsule.example.com"
+    );
+    let warned: Vec<&String> = bare
+        .report
+        .warnings
+        .iter()
+        .filter(|w| w.contains(":pulp_endpoint:") && w.contains("4.0"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", bare.report.warnings);
+    assert!(
+        warned[0].contains("https://capsule.example.com"),
+        "{}",
+        warned[0]
+    );
+
+    let set = c
+        .import(&c.proxy_yml(TRUSTED_TWO), PLUGIN_POSTGRES)
+        .expect("import");
+    assert!(
+        !set.report
+            .warnings
+            .iter()
+            .any(|w| w.contains(":pulp_endpoint:")),
+        "{:?}",
+        set.report.warnings
+    );
+}
+
+/// foremanctl writes `:db_connection_string:` with the database password in
+/// it (`postgresql://user:password@host:port/db`, for 4.0.x): it has no
+/// equivalent, and the password reaches neither gateway.toml nor the report.
+#[test]
+fn a_db_connection_string_with_a_password_is_not_copied_anywhere() {
+    let c = Capsule::new();
+    let plugin = "---\n:enabled: true\n:pulp_endpoint: https://capsule.example.com\n:db_connection_string: postgresql://container_gateway:s3cr3t-pw@db.example.com:5432/container_gateway\n";
+    let out = c.import(&c.proxy_yml(TRUSTED_TWO), plugin).expect("import");
+    let plugin_path = c.dir.path().join("container_gateway.yml");
+    assert!(
+        no_equivalent(out.report.outcome(&plugin_path, ":db_connection_string:"))
+            .contains("no database")
+    );
+    let report = out.report.render(None);
+    for text in [&out.toml, &report] {
+        assert!(!text.contains("s3cr3t-pw"), "{text}");
+    }
+    c.validate(&out.toml);
+}

@@ -157,3 +157,49 @@ fn a_certificate_that_does_not_load_rejects_the_reload() {
     let err = reload(&path, &old, Some(&tls), &LogFilter::default()).unwrap_err();
     assert!(err.starts_with("server.tls_cert"), "{err}");
 }
+
+/// A backend with a fixed reload outcome, counting how often it was asked.
+struct Reloading(&'static str, ReloadOutcome, std::sync::atomic::AtomicUsize);
+
+impl crate::auth::Authenticator for Reloading {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn authenticate(
+        &self,
+        _: &crate::auth::AuthFacts<'_>,
+    ) -> Result<crate::auth::AuthDecision, crate::auth::BackendError> {
+        Ok(crate::auth::AuthDecision::Abstain)
+    }
+    fn reload(&self) -> ReloadOutcome {
+        self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.1.clone()
+    }
+}
+
+#[test]
+fn a_failed_plugin_reload_does_not_stop_the_others() {
+    let backend = |name, outcome| std::sync::Arc::new(Reloading(name, outcome, Default::default()));
+    let backends = [
+        backend("a", ReloadOutcome::Failed("gone".to_owned())),
+        backend("b", ReloadOutcome::Unsupported),
+        backend("c", ReloadOutcome::Failed("also gone".to_owned())),
+        backend("d", ReloadOutcome::Reloaded),
+    ];
+    let chain = AuthChain::new(
+        backends
+            .iter()
+            .map(|b| b.clone() as std::sync::Arc<dyn crate::auth::Authenticator>)
+            .collect(),
+    );
+    assert_eq!(reload_plugins(&chain), Err("plugin a: gone".to_owned()));
+    for b in &backends {
+        assert_eq!(b.2.load(std::sync::atomic::Ordering::SeqCst), 1, "{}", b.0);
+    }
+    let fine = AuthChain::new(vec![
+        backend("b", ReloadOutcome::Unsupported),
+        backend("d", ReloadOutcome::Reloaded),
+    ]);
+    assert_eq!(reload_plugins(&fine), Ok(()));
+    assert_eq!(reload_plugins(&AuthChain::default()), Ok(()));
+}

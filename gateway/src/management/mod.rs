@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::http::drain;
 use crate::http::errors::{self, API_VERSION, API_VERSION_HEADER};
 use crate::server::identify::tls_host;
 use crate::server::shared::Shared;
@@ -32,9 +33,17 @@ use crate::state::{Snapshot, StateStore, StoreError};
 use payload::{PayloadError, WhenNil};
 use rack::{Limits, Object, Value};
 
-/// Largest body accepted. A full host mapping for 10,000 hosts with a dozen
-/// repositories each is about 15 MiB in Katello's form encoding.
-pub const MAX_BODY: usize = 64 << 20;
+/// Largest body accepted. Since Katello #39314 a sync of load-balanced
+/// sibling capsules pushes every sibling's hosts to each of them, so a
+/// mapping can be far larger than this capsule's own. One repository entry
+/// of a host mapping is two parameters, about 175 bytes in rest-client's
+/// encoding (36-character UUID, 46-character name; ~207 with the brackets
+/// percent-encoded): 100,000 hosts x 10 repositories is 175-207 MB. The
+/// bound matches `rack::Limits::max_params` (4,000,000 parameters, i.e.
+/// 2,000,000 repository entries, 100,000 hosts x 20) at about 100 bytes a
+/// parameter. Decoding holds about four times the body in memory at peak
+/// (see README, "Pushes from Katello").
+pub const MAX_BODY: usize = 384 << 20;
 
 /// The pushes Katello makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -262,13 +271,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         push(route, req, body, shared)
                     },
                 ))
-                .default_service(web::to(|| async { errors::method_not_allowed("PUT") })),
+                .default_service(drain::only("PUT")),
         );
     }
     cfg.service(
         web::resource(paths("users"))
             .route(web::get().to(users))
-            .default_service(web::to(|| async { errors::method_not_allowed("GET") })),
+            .default_service(drain::only("GET")),
     );
 }
 
@@ -287,7 +296,10 @@ pub fn cn_allowed(allowed: &[String], cn: &str) -> bool {
     allowed.iter().any(|a| a.eq_ignore_ascii_case(cn))
 }
 
-async fn authorize(req: &HttpRequest, shared: &Arc<Shared>) -> Result<Arc<str>, HttpResponse> {
+pub(crate) async fn authorize(
+    req: &HttpRequest,
+    shared: &Arc<Shared>,
+) -> Result<Arc<str>, HttpResponse> {
     match tls_host(req, shared).await? {
         Some(cn) if cn_allowed(&shared.config.allowed_cns, &cn) => Ok(cn),
         Some(cn) => {
@@ -318,7 +330,7 @@ async fn push(
     let shared = shared.into_inner();
     let caller = match authorize(&req, &shared).await {
         Ok(cn) => cn,
-        Err(response) => return after_draining(body, response).await,
+        Err(response) => return drain::after_draining(body, response).await,
     };
     let format = match body_format(&req) {
         Some(f) => f,
@@ -328,7 +340,7 @@ async fn push(
                 "UNSUPPORTED",
                 "send application/x-www-form-urlencoded or application/json",
             );
-            return after_draining(body, response).await;
+            return drain::after_draining(body, response).await;
         }
     };
     let body = match read_body(&req, body, MAX_BODY).await {
@@ -440,28 +452,9 @@ async fn read_body(
     Ok(buf)
 }
 
-/// Read and discard a small body before answering without it: over HTTP/2
-/// an answer while the client is still sending resets the stream, and
-/// clients such as curl then report a transport error instead of the answer.
-/// Large or slow bodies are not waited for.
-async fn after_draining(mut body: web::Payload, response: HttpResponse) -> HttpResponse {
-    const LIMIT: usize = 64 << 10;
-    let drain = async {
-        let mut seen = 0usize;
-        while let Some(Ok(chunk)) = body.next().await {
-            seen += chunk.len();
-            if seen > LIMIT {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
-    response
-}
-
 /// A registry-format error (`{"errors":[{"code","message"}]}`), with codes of
 /// our own where the registry vocabulary has none for a management failure.
-fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     #[derive(Serialize)]
     struct Item<'a> {
         code: &'a str,

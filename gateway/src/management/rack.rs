@@ -136,7 +136,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        // 10,000 hosts with 50 repositories each is 1,000,000 parameters.
+        // Two parameters a repository entry: 2,000,000 entries, e.g. the
+        // 100,000 hosts of load-balanced siblings with 20 repositories each
+        // (or 10,000 with 200). `MAX_BODY` is sized to match.
         Limits {
             max_depth: 32,
             max_params: 4_000_000,

@@ -86,6 +86,16 @@ pub fn valid_digest(digest: &str) -> bool {
     }
 }
 
+/// Only the characters a tag is made of (`[A-Za-z0-9._-]`), whatever their
+/// order or number: a reference like that which is no valid tag (`.x`, `-x`, 129
+/// characters) names no manifest, as opposed to one with `/`, `%`, spaces ...
+pub fn tag_characters(reference: &str) -> bool {
+    !reference.is_empty()
+        && reference
+            .bytes()
+            .all(|x| x.is_ascii_alphanumeric() || x == b'.' || x == b'_' || x == b'-')
+}
+
 /// A manifest reference: a tag or a digest.
 pub fn valid_reference(reference: &str) -> bool {
     if reference.contains(':') {
@@ -139,5 +149,13 @@ mod tests {
         assert!(valid_digest(
             "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8"
         ));
+        for shaped in [".INVALID_MANIFEST_NAME", "-x", &"t".repeat(129), "latest"] {
+            assert!(tag_characters(shaped), "{shaped}");
+        }
+        for not in [
+            "", "a/b", "a%2fb", "a b", "sha256:x", "la\\test", "a\0b", "é",
+        ] {
+            assert!(!tag_characters(not), "{not:?}");
+        }
     }
 }

@@ -18,7 +18,7 @@ pub enum Transport {
     Plain,
 }
 
-/// `HttpServer::on_connect` hook.
+/// Connection hook (`on_connect_ext` of every listener).
 pub fn capture(conn: &dyn Any, ext: &mut Extensions) {
     if let Some(tls) = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>() {
         let (_, session) = tls.get_ref();

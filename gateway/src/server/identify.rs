@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use tracing::{debug, warn};
 
 use crate::auth::{AuthFacts, AuthFailure, Identity, Resolved, forwarded};
-use crate::entitlements::{EntitlementError, Grant};
+use crate::entitlements::{EntitlementError, Grant, Lookup};
 use crate::http::errors::{self, Code};
 use crate::server::conn::{PeerChain, Transport};
 use crate::server::shared::{Shared, Upstreams};
@@ -168,7 +168,9 @@ pub async fn identify(req: &HttpRequest, shared: &Arc<Shared>, up: &Upstreams) -
 }
 
 /// A token from our store names its user; any other is asked of central, whose
-/// `_catalog` validates Katello's own tokens (cached under the digest).
+/// `_catalog` validates Katello's own tokens (cached under the digest). Either
+/// kind is asked again once `cache.token_revalidate` has passed since central
+/// last vouched for it: central may have revoked it.
 async fn resolve_token(
     req: &HttpRequest,
     shared: &Arc<Shared>,
@@ -176,9 +178,6 @@ async fn resolve_token(
     digest: String,
 ) -> Identified {
     use actix_web::HttpMessage;
-    if let Some(login) = shared.state.tokens().lookup(&digest) {
-        return Ok(Identity::User(login));
-    }
     let authorization = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -186,6 +185,9 @@ async fn resolve_token(
         .unwrap_or_default()
         .to_owned();
     let key: Arc<str> = Arc::from(digest.as_str());
+    if let Some(stored) = shared.state.tokens().get(&digest) {
+        return stored_token(shared, up, &key, &authorization, stored).await;
+    }
     match shared
         .entitlements
         .for_token(&key, || {
@@ -202,6 +204,70 @@ async fn resolve_token(
             ))))
         }
         Err(e) => Err(entitlement_failure(shared, &e)),
+    }
+}
+
+/// A token this gateway stored at `/v2/token`: its user, while central's
+/// last word on it is recent enough. Revoked (401 from central): forgotten
+/// and refused. Central unreachable: honoured until `cache.stale_if_error`
+/// after its last confirmation, then 503, as a host with nothing cached gets;
+/// not 401, which would send the client to `/v2/token`, which needs central too.
+async fn stored_token(
+    shared: &Arc<Shared>,
+    up: &Upstreams,
+    digest: &Arc<str>,
+    authorization: &str,
+    stored: crate::state::StoredToken,
+) -> Identified {
+    let cache = &shared.config.cache;
+    let age = |at: std::time::SystemTime| {
+        std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default()
+    };
+    if age(stored.confirmed_at) < cache.token_revalidate {
+        return Ok(Identity::User(stored.login));
+    }
+    let tokens = shared.state.tokens();
+    // Confirmed inside the coalesced call, before it ends; and a request that
+    // found the token due but enters just after another's call finds the
+    // fresh confirmation and asks nothing.
+    let ask = || async {
+        if tokens
+            .get(digest)
+            .is_some_and(|t| age(t.confirmed_at) < cache.token_revalidate)
+        {
+            return Lookup::Granted(crate::state::RepoSet::default());
+        }
+        let asked = std::time::SystemTime::now();
+        let outcome = up.central.catalog_for_authorization(authorization).await;
+        if matches!(outcome, Lookup::Granted(_)) {
+            tokens.confirm(digest, asked);
+        }
+        outcome
+    };
+    match shared.entitlements.confirm_token(digest, ask).await {
+        Lookup::Granted(_) => Ok(Identity::User(stored.login)),
+        Lookup::Rejected => {
+            debug!("central no longer accepts a stored token; forgetting it");
+            // The store rewrites its file: keep that off the worker thread.
+            let (store, key) = (Arc::clone(shared), Arc::clone(digest));
+            if actix_web::web::block(move || store.state.tokens().forget(&key))
+                .await
+                .is_err()
+            {
+                warn!("could not forget a revoked token; central is asked about it on every use");
+            }
+            Err(entitlement_failure(shared, &EntitlementError::Rejected))
+        }
+        Lookup::Failed(reason) if age(stored.confirmed_at) < cache.stale_if_error => {
+            debug!(reason = %reason, "central cannot confirm a stored token; honouring it within cache.stale_if_error_secs");
+            Ok(Identity::User(stored.login))
+        }
+        Lookup::Failed(reason) => Err(entitlement_failure(
+            shared,
+            &EntitlementError::Unavailable(reason),
+        )),
     }
 }
 

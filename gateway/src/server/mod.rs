@@ -4,18 +4,19 @@ mod access_log;
 pub mod conn;
 pub mod identify;
 pub mod index_cache;
+mod listeners;
 pub mod shared;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, web};
 
 use crate::auth::{AuthChain, Authenticator};
 use crate::config::{Config, Problems};
 use crate::entitlements::Entitlements;
 use crate::http::errors::{self, Code};
-use crate::http::{index_route, registry_routes, token_route, v1_routes};
+use crate::http::{drain, index_route, registry_routes, token_route, v1_routes};
 use crate::state::{LoadReport, StateStore};
 use crate::tls::ServerTls;
 use shared::{Shared, Upstreams};
@@ -48,6 +49,8 @@ pub struct Running {
     pub plain_addrs: Vec<SocketAddr>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`admin.listen`).
     pub admin_addr: Option<SocketAddr>,
+    /// Where Foreman's discovery and Katello's pushes are served (`management.listen`).
+    pub management_addrs: Vec<SocketAddr>,
     pub handle: actix_web::dev::ServerHandle,
     pub shared: Arc<Shared>,
     pub tls: Option<ServerTls>,
@@ -84,7 +87,7 @@ pub fn prepare(
 ) -> Result<Prepared, Problems> {
     let mut problems = Vec::new();
     let s = &config.server;
-    let tls = if s.listen.is_empty() {
+    let tls = if s.listen.is_empty() && config.management_listen.is_empty() {
         None
     } else {
         ServerTls::build(&s.tls_cert, &s.tls_key, &s.client_ca)
@@ -149,25 +152,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     });
 
     let app_shared = shared.clone();
-    let mut server = HttpServer::new(move || {
+    let app = move || {
         let upstreams = Upstreams::new(&app_shared);
         App::new()
             .app_data(web::Data::from(app_shared.clone()))
             .app_data(web::Data::new(upstreams))
             .wrap(actix_web::middleware::from_fn(access_log::log))
             .configure(routes)
-    })
-    .on_connect(conn::capture)
-    .client_request_timeout(config.server.client_request_timeout)
-    .client_disconnect_timeout(std::time::Duration::from_secs(5))
-    .tls_handshake_timeout(config.server.client_request_timeout)
-    .shutdown_timeout(config.server.shutdown_timeout.as_secs());
-    if config.server.workers > 0 {
-        server = server.workers(config.server.workers);
-    }
-    if !options.handle_signals {
-        server = server.disable_signals();
-    }
+    };
+    let mut server = listeners::Listeners::new(&config.server, options.handle_signals);
 
     let bind = |addr: &SocketAddr| {
         TcpListener::bind(addr).map_err(|source| StartError::Bind {
@@ -184,7 +177,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
                 source,
             })?;
             server = server
-                .listen_rustls_0_23(listener, (*tls.config).clone())
+                .tls(listener, (*tls.config).clone(), app.clone())
                 .map_err(|source| StartError::Bind {
                     addr: *addr,
                     source,
@@ -199,11 +192,41 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             addr: *addr,
             source,
         })?;
-        server = server.listen(listener).map_err(|source| StartError::Bind {
-            addr: *addr,
-            source,
-        })?;
+        server = server
+            .plain(listener, app.clone())
+            .map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
         plain_addrs.push(local);
+    }
+    // The management listeners share the server certificate (so SIGHUP
+    // renews it there too) but not the client routes.
+    let mut management_addrs = Vec::new();
+    if let Some(tls) = &prepared.tls {
+        let mgmt_shared = shared.clone();
+        let mgmt_app = move || {
+            App::new()
+                .app_data(web::Data::from(mgmt_shared.clone()))
+                .wrap(actix_web::middleware::from_fn(access_log::log))
+                .configure(crate::discovery::configure)
+                .configure(crate::management::configure)
+                .default_service(web::to(not_found))
+        };
+        for addr in &config.management_listen {
+            let listener = bind(addr)?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
+            server = server
+                .tls(listener, (*tls.config).clone(), mgmt_app.clone())
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            management_addrs.push(local);
+        }
     }
     let admin = match config.admin_listen {
         Some(addr) => Some(
@@ -225,11 +248,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         }
         result
     });
-    tracing::info!(tls = ?tls_addrs, plain = ?plain_addrs, admin = ?admin_addr, backends = ?shared.chain.names(), "listening");
+    tracing::info!(tls = ?tls_addrs, plain = ?plain_addrs, management = ?management_addrs, admin = ?admin_addr, backends = ?shared.chain.names(), "listening");
     Ok(Running {
         tls_addrs,
         plain_addrs,
         admin_addr,
+        management_addrs,
         handle,
         shared,
         tls: prepared.tls,
@@ -245,8 +269,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
     // comparison.
     cfg.service(
         web::scope("/v2")
-            .service(only_get(web::resource("/token").route(web::get().to(token_route::token))))
-            .service(only_get(web::resource("/token/").route(web::get().to(token_route::token))))
+            .service(only_get(
+                web::resource("/token").route(web::get().to(token_route::token)),
+            ))
+            .service(only_get(
+                web::resource("/token/").route(web::get().to(token_route::token)),
+            ))
             .default_service(web::to(registry_routes::dispatch)),
     );
     for path in [
@@ -259,14 +287,18 @@ fn routes(cfg: &mut web::ServiceConfig) {
             web::resource(path)
                 .route(web::get().to(index_route::index))
                 .route(web::head().to(index_route::index))
-                .default_service(web::to(|| async { errors::method_not_allowed("GET, HEAD") })),
+                .default_service(drain::only("GET, HEAD")),
         );
     }
     for path in ["/v1/_ping", "/v1/_ping/"] {
-        cfg.service(only_get(web::resource(path).route(web::get().to(v1_routes::ping))));
+        cfg.service(only_get(
+            web::resource(path).route(web::get().to(v1_routes::ping)),
+        ));
     }
     for path in ["/v1/search", "/v1/search/"] {
-        cfg.service(only_get(web::resource(path).route(web::get().to(v1_routes::search))));
+        cfg.service(only_get(
+            web::resource(path).route(web::get().to(v1_routes::search)),
+        ));
     }
     cfg.configure(crate::management::configure)
         .default_service(web::to(not_found));
@@ -274,7 +306,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Other methods on a GET route: 405 in registry format, not actix's empty one.
 fn only_get(resource: actix_web::Resource) -> actix_web::Resource {
-    resource.default_service(web::to(|| async { errors::method_not_allowed("GET") }))
+    resource.default_service(drain::only("GET"))
 }
 
 async fn not_found(_req: HttpRequest) -> HttpResponse {

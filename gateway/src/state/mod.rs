@@ -10,4 +10,4 @@ mod tokens;
 
 pub use snapshot::{Mapping, RepoSet, Snapshot};
 pub use store::{LoadReport, StateStore, StoreError};
-pub use tokens::TokenStore;
+pub use tokens::{StoredToken, TokenStore};

@@ -1,5 +1,11 @@
 //! Bearer tokens issued through our `/v2/token`: only their SHA-256, the login
-//! they belong to and their expiry are kept.
+//! they belong to, their expiry and when central last vouched for them are kept.
+//!
+//! Central can revoke a token before it expires, so a stored token is
+//! confirmed with central again after `cache.token_revalidate_secs`
+//! (server/identify.rs); [`TokenStore::confirm`] records the answer in memory
+//! only, so the file holds an older confirmation than memory does: after a
+//! restart a token is asked about sooner, never later.
 //!
 //! Lookups are lock-free reads of a concurrent map; inserts (one per token
 //! issued) also purge expired tokens, as the Ruby gateway did, and rewrite
@@ -24,6 +30,15 @@ pub(crate) const TOKENS_FILE: &str = "tokens.json";
 struct Token {
     login: Arc<str>,
     expires_at: SystemTime,
+    confirmed_at: SystemTime,
+}
+
+/// A stored token that has not expired.
+#[derive(Clone, Debug)]
+pub struct StoredToken {
+    pub login: Arc<str>,
+    /// When central last vouched for it (issued it, or answered for it).
+    pub confirmed_at: SystemTime,
 }
 
 pub struct TokenStore {
@@ -45,6 +60,10 @@ struct Entry {
     login: String,
     /// Unix milliseconds.
     expires_at: u64,
+    /// Unix milliseconds; absent in files of earlier versions, read as never
+    /// confirmed, so such a token is asked of central on first use.
+    #[serde(default)]
+    confirmed_at: u64,
 }
 
 impl TokenStore {
@@ -80,6 +99,7 @@ impl TokenStore {
                             Token {
                                 login: Arc::from(e.login),
                                 expires_at,
+                                confirmed_at: from_unix_millis(e.confirmed_at),
                             },
                         );
                     }
@@ -108,6 +128,8 @@ impl TokenStore {
                 Token {
                     login: Arc::from(login),
                     expires_at,
+                    // Central just issued it.
+                    confirmed_at: now,
                 },
             );
         } else {
@@ -120,8 +142,40 @@ impl TokenStore {
 
     /// The login a token belongs to, while it has not expired.
     pub fn lookup(&self, digest: &str) -> Option<Arc<str>> {
+        self.get(digest).map(|t| t.login)
+    }
+
+    /// A token's login and last confirmation, while it has not expired.
+    pub fn get(&self, digest: &str) -> Option<StoredToken> {
         let t = self.tokens.get(digest)?;
-        (t.expires_at > SystemTime::now()).then(|| t.login.clone())
+        (t.expires_at > SystemTime::now()).then(|| StoredToken {
+            login: t.login.clone(),
+            confirmed_at: t.confirmed_at,
+        })
+    }
+
+    /// Central vouched for a token again at `at`. In memory only: rewriting
+    /// the file for every confirmation would cost a write per token and
+    /// interval, and the older time on disk errs towards asking again.
+    pub fn confirm(&self, digest: &str, at: SystemTime) {
+        if let Some(mut t) = self.tokens.get_mut(digest)
+            && t.confirmed_at < at
+        {
+            t.confirmed_at = at;
+        }
+    }
+
+    /// Central no longer accepts a token: forget it here and on disk.
+    /// Returns whether it was held (only then is the file rewritten, so
+    /// concurrent requests with one revoked token write it once).
+    pub fn forget(&self, digest: &str) -> bool {
+        if self.tokens.remove(digest).is_none() {
+            return false;
+        }
+        if let Err(e) = self.save() {
+            warn!(error = %e, "cannot save tokens; a revoked token stays on disk until the next write");
+        }
+        true
     }
 
     /// Logins holding an unexpired token, sorted, each once.
@@ -159,6 +213,7 @@ impl TokenStore {
                 digest: e.key().to_string(),
                 login: e.login.to_string(),
                 expires_at: to_unix_millis(e.expires_at),
+                confirmed_at: to_unix_millis(e.confirmed_at),
             })
             .collect();
         tokens.sort_unstable_by(|a, b| a.digest.cmp(&b.digest));
@@ -210,6 +265,7 @@ mod tests {
             Token {
                 login: Arc::from("x"),
                 expires_at: SystemTime::now() - Duration::from_secs(5),
+                confirmed_at: SystemTime::UNIX_EPOCH,
             },
         );
         s.insert("aa", "alice", later(60));
@@ -233,6 +289,7 @@ mod tests {
             Token {
                 login: Arc::from("gone"),
                 expires_at: SystemTime::now() - Duration::from_secs(1),
+                confirmed_at: SystemTime::UNIX_EPOCH,
             },
         );
         assert_eq!(s.users(), vec!["amy".to_owned(), "zed".to_owned()]);
@@ -317,5 +374,49 @@ mod tests {
         assert_eq!(s.len(), 400);
         let (reloaded, _) = TokenStore::open(dir.path());
         assert_eq!(reloaded.len(), 400, "the last write holds every token");
+    }
+
+    #[test]
+    fn a_confirmation_stays_in_memory_and_a_forgotten_token_leaves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = TokenStore::open(dir.path());
+        s.insert("aa", "alice", later(3600));
+        s.insert("bb", "bob", later(3600));
+        let issued = s.get("aa").unwrap().confirmed_at;
+        let later_on = issued + Duration::from_secs(30);
+        s.confirm("aa", later_on);
+        s.confirm("aa", issued);
+        assert_eq!(
+            s.get("aa").unwrap().confirmed_at,
+            later_on,
+            "never moves back"
+        );
+        s.confirm("zz", later_on);
+        assert!(s.get("zz").is_none(), "confirming does not create");
+        let (reloaded, _) = TokenStore::open(dir.path());
+        let on_disk = reloaded.get("aa").unwrap().confirmed_at;
+        assert!(on_disk < later_on && on_disk + Duration::from_secs(1) > issued);
+        assert!(s.forget("bb"));
+        assert!(!s.forget("bb"), "a second forget is a no-op");
+        assert_eq!(s.lookup("bb"), None);
+        let (reloaded, _) = TokenStore::open(dir.path());
+        assert_eq!(reloaded.lookup("bb"), None, "gone from the file too");
+        assert_eq!(reloaded.lookup("aa").as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn a_file_without_confirmations_reads_as_never_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let expires = to_unix_millis(later(3600));
+        std::fs::write(
+            dir.path().join(TOKENS_FILE),
+            format!(
+                r#"{{"version":{FORMAT_VERSION},"tokens":[{{"digest":"aa","login":"alice","expires_at":{expires}}}]}}"#
+            ),
+        )
+        .unwrap();
+        let (s, problems) = TokenStore::open(dir.path());
+        assert!(problems.is_empty());
+        assert_eq!(s.get("aa").unwrap().confirmed_at, SystemTime::UNIX_EPOCH);
     }
 }

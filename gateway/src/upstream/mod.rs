@@ -80,6 +80,11 @@ impl UpstreamError {
     fn from_payload(e: awc::error::PayloadError, limit: usize) -> Self {
         match e {
             awc::error::PayloadError::Overflow => UpstreamError::TooLarge(limit),
+            // awc's body deadline: the same stall a caller's own deadline
+            // reports as a timeout, whichever of the two fires first.
+            awc::error::PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                UpstreamError::Timeout
+            }
             other => UpstreamError::Response(other.to_string()),
         }
     }

@@ -20,14 +20,14 @@ extern "C" {
 #define CG_AUTH_ABI_VERSION 1u
 #define CG_AUTH_ENTRY_SYMBOL "container_gateway_auth_plugin_v1"
 
-/* Status codes. 0 is not a status. */
+/* Status codes (init, authenticate, reload). 0 is not a status. */
 #define CG_AUTH_ALLOW 1u   /* out: identity document (kind host, user or anonymous) */
 #define CG_AUTH_TOKEN 2u   /* out: {"kind":"token","sha256":"<64 lowercase hex>"} */
 #define CG_AUTH_DENY 3u    /* out: UTF-8 reason (optional) -> HTTP 401 */
 #define CG_AUTH_ABSTAIN 4u /* out: empty; the next plugin decides */
 #define CG_AUTH_ERROR 5u   /* out: UTF-8 message (optional) -> HTTP 503 */
 #define CG_AUTH_PANIC 6u   /* like ERROR, after a caught crash of the plugin's runtime */
-#define CG_AUTH_OK 7u      /* init succeeded */
+#define CG_AUTH_OK 7u      /* init or reload succeeded */
 
 /* Log levels for cg_host.log. */
 #define CG_LOG_ERROR 1u
@@ -82,6 +82,15 @@ typedef struct cg_auth_plugin_v1 {
     /* Appended in 1.1 (a table built without it, struct_size 48, still loads
      * and counts as flags 0). */
     uint64_t flags;       /* CG_AUTH_FLAG_* bits */
+    /* Appended in 1.2, optional (NULL, or a table of struct_size 48 or 56:
+     * the plugin does not reload). Called on SIGHUP with the config_json init
+     * got: re-read files, return CG_AUTH_OK once the new state serves, or
+     * CG_AUTH_ERROR/CG_AUTH_PANIC with a message in *out_error having kept
+     * the old state whole. Runs while authenticate calls on the same instance
+     * are in flight on other threads: switch state atomically. Never two at
+     * once on one instance, never concurrent with init or destroy; called off
+     * the request path, may block, not timed out. */
+    uint32_t (*reload)(const void *instance, cg_str config_json, cg_buf *out_error);
 } cg_auth_plugin_v1;
 
 /* authenticate never waits (no I/O, no sleeping, no long-held locks): the
@@ -96,8 +105,9 @@ _Static_assert(sizeof(cg_buf) == 24, "cg_buf layout");
 _Static_assert(sizeof(cg_host) == 32, "cg_host layout");
 _Static_assert(sizeof(cg_auth_request) == 104, "cg_auth_request layout");
 _Static_assert(offsetof(cg_auth_request, peer) == 88, "cg_auth_request layout");
-_Static_assert(sizeof(cg_auth_plugin_v1) == 56, "cg_auth_plugin_v1 layout");
+_Static_assert(sizeof(cg_auth_plugin_v1) == 64, "cg_auth_plugin_v1 layout");
 _Static_assert(offsetof(cg_auth_plugin_v1, flags) == 48, "cg_auth_plugin_v1 layout");
+_Static_assert(offsetof(cg_auth_plugin_v1, reload) == 56, "cg_auth_plugin_v1 layout");
 _Static_assert(offsetof(cg_auth_plugin_v1, destroy) == 40, "cg_auth_plugin_v1 layout");
 #endif
 

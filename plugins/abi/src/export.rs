@@ -29,6 +29,7 @@ pub const fn vtable<P: AuthPlugin>() -> CgAuthPluginV1 {
         } else {
             0
         },
+        reload: if P::RELOADS { Some(reload::<P>) } else { None },
     }
 }
 
@@ -156,13 +157,7 @@ unsafe extern "C" fn init<P: AuthPlugin>(
         // SAFETY: the host passes a `CgHost` valid for the process, or null.
         let log = unsafe { Logger::from_host(host) };
         // SAFETY: the host keeps `config_json` valid for the duration of this call.
-        let config = match unsafe { config_json.as_bytes() } {
-            None => "",
-            Some(bytes) => match core::str::from_utf8(bytes) {
-                Ok(text) => text,
-                Err(_) => return Err("configuration is not UTF-8".to_owned()),
-            },
-        };
+        let config = unsafe { config_text(config_json) }?;
         P::init(config, log).map(|plugin| Box::into_raw(Box::new(plugin)))
     });
     let (code, instance, message) = match result {
@@ -180,6 +175,50 @@ unsafe extern "C" fn init<P: AuthPlugin>(
         out_instance.write(instance);
         out_error.write(into_buf(message.into_bytes()));
     }
+    code
+}
+
+/// The configuration document as text; absent reads as empty.
+///
+/// # Safety
+/// `config_json` must satisfy [`CgStr::as_bytes`] for `'a`.
+unsafe fn config_text<'a>(config_json: CgStr) -> Result<&'a str, String> {
+    // SAFETY: forwarded from the caller.
+    match unsafe { config_json.as_bytes() } {
+        None => Ok(""),
+        Some(bytes) => {
+            core::str::from_utf8(bytes).map_err(|_| "configuration is not UTF-8".to_owned())
+        }
+    }
+}
+
+unsafe extern "C" fn reload<P: AuthPlugin>(
+    instance: *const c_void,
+    config_json: CgStr,
+    out_error: *mut CgBuf,
+) -> u32 {
+    if out_error.is_null() {
+        return status::ERROR;
+    }
+    let result = guarded(|| {
+        if instance.is_null() {
+            return Err("instance is null".to_owned());
+        }
+        // SAFETY: a non-null instance is one `init::<P>` returned and `destroy`
+        // has not released (host contract); `P: Sync` allows shared use while
+        // `authenticate` runs on other threads.
+        let plugin = unsafe { &*instance.cast::<P>() };
+        // SAFETY: the host keeps `config_json` valid for the duration of this call.
+        let config = unsafe { config_text(config_json) }?;
+        plugin.reload(config)
+    });
+    let (code, message) = match result {
+        Ok(Ok(())) => (status::OK, String::new()),
+        Ok(Err(message)) => (status::ERROR, message),
+        Err(panic) => (status::PANIC, format!("reload panicked: {panic}")),
+    };
+    // SAFETY: checked non-null; the host provides it writable for the call.
+    unsafe { out_error.write(into_buf(message.into_bytes())) };
     code
 }
 
@@ -238,4 +277,249 @@ unsafe extern "C" fn destroy<P: AuthPlugin>(instance: *mut c_void) {
         // and the host destroys it once, after all calls on it returned.
         drop(unsafe { Box::from_raw(instance.cast::<P>()) });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::offset_of;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::{Identity, V1_1_SIZE, V1_BASE_SIZE, has_field};
+
+    /// Does not reload: the default.
+    struct Still;
+
+    impl AuthPlugin for Still {
+        const NAME: &'static core::ffi::CStr = c"still";
+        fn init(_: &str, _: Logger) -> Result<Self, String> {
+            Ok(Still)
+        }
+        fn authenticate(&self, _: &Request<'_>) -> Decision {
+            Decision::Abstain
+        }
+    }
+
+    /// Reloads as the configuration says: `ok`, `fail` or `panic`.
+    struct Reloader {
+        reloads: AtomicU32,
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl AuthPlugin for Reloader {
+        const NAME: &'static core::ffi::CStr = c"reloader";
+        const RELOADS: bool = true;
+        fn init(_: &str, _: Logger) -> Result<Self, String> {
+            Ok(Reloader {
+                reloads: AtomicU32::new(0),
+                seen: Mutex::new(Vec::new()),
+            })
+        }
+        fn authenticate(&self, _: &Request<'_>) -> Decision {
+            let n = self.reloads.load(Ordering::SeqCst);
+            Decision::Allow(Identity::User(format!("after-{n}")))
+        }
+        fn reload(&self, config_json: &str) -> Result<(), String> {
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(config_json.to_owned());
+            if config_json.contains("panic") {
+                panic!("asked to panic in reload");
+            }
+            if config_json.contains("fail") {
+                return Err("the bundle is gone".to_owned());
+            }
+            self.reloads.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Says it reloads but forgot the method.
+    struct Forgetful;
+
+    impl AuthPlugin for Forgetful {
+        const NAME: &'static core::ffi::CStr = c"forgetful";
+        const RELOADS: bool = true;
+        fn init(_: &str, _: Logger) -> Result<Self, String> {
+            Ok(Forgetful)
+        }
+        fn authenticate(&self, _: &Request<'_>) -> Decision {
+            Decision::Abstain
+        }
+    }
+
+    fn instance(table: &CgAuthPluginV1) -> *mut c_void {
+        let mut instance = core::ptr::null_mut();
+        let mut error = CgBuf::EMPTY;
+        let init = table.init.expect("init");
+        // SAFETY: a null host is allowed; both out-pointers are valid.
+        let code = unsafe {
+            init(
+                core::ptr::null(),
+                CgStr::from_bytes(b"{}"),
+                &mut instance,
+                &mut error,
+            )
+        };
+        assert_eq!(code, status::OK);
+        assert!(!instance.is_null());
+        instance
+    }
+
+    /// Call `reload` as a host does: (status, message).
+    fn reload_through(
+        table: &CgAuthPluginV1,
+        instance: *const c_void,
+        config: &str,
+    ) -> (u32, String) {
+        let reload = table.reload.expect("a reload function");
+        let mut error = CgBuf::EMPTY;
+        // SAFETY: the instance came from this table's `init`; the config
+        // outlives the call; `error` is initialised.
+        let code = unsafe { reload(instance, CgStr::from_bytes(config.as_bytes()), &mut error) };
+        let message = if error.ptr.is_null() {
+            String::new()
+        } else {
+            // SAFETY: the plugin hands over `len` bytes at `ptr` until `free_buf`.
+            let bytes = unsafe { core::slice::from_raw_parts(error.ptr, error.len) };
+            String::from_utf8_lossy(bytes).into_owned()
+        };
+        // SAFETY: the buffer came from this plugin and is returned once.
+        unsafe { table.free_buf.expect("free_buf")(error) };
+        (code, message)
+    }
+
+    fn user(table: &CgAuthPluginV1, instance: *const c_void) -> String {
+        let request = CgAuthRequest {
+            struct_size: size_of::<CgAuthRequest>() as u32,
+            tls_chain: core::ptr::null(),
+            tls_chain_len: 0,
+            forwarded_cert: CgStr::ABSENT,
+            authorization: CgStr::ABSENT,
+            method: CgStr::from_bytes(b"GET"),
+            path: CgStr::from_bytes(b"/v2/"),
+            peer: CgStr::ABSENT,
+        };
+        let mut out = CgBuf::EMPTY;
+        // SAFETY: as in `reload_through`, for a request that outlives the call.
+        let code =
+            unsafe { table.authenticate.expect("authenticate")(instance, &request, &mut out) };
+        assert_eq!(code, status::ALLOW);
+        // SAFETY: as in `reload_through`.
+        let text =
+            String::from_utf8_lossy(unsafe { core::slice::from_raw_parts(out.ptr, out.len) })
+                .into_owned();
+        // SAFETY: as in `reload_through`.
+        unsafe { table.free_buf.expect("free_buf")(out) };
+        text
+    }
+
+    #[test]
+    fn a_plugin_that_does_not_reload_has_no_reload_function() {
+        let table = vtable::<Still>();
+        assert!(table.reload.is_none());
+        assert_eq!(table.struct_size as usize, size_of::<CgAuthPluginV1>());
+    }
+
+    #[test]
+    fn a_host_reads_reload_only_from_a_table_large_enough() {
+        let fn_size = size_of::<Option<unsafe extern "C" fn()>>();
+        let at = offset_of!(CgAuthPluginV1, reload);
+        for (size, holds) in [
+            (V1_BASE_SIZE, false),
+            (V1_1_SIZE, false),
+            (size_of::<CgAuthPluginV1>(), true),
+        ] {
+            assert_eq!(has_field(size as u32, at, fn_size), holds, "{size}");
+        }
+    }
+
+    #[test]
+    fn reload_gets_the_configuration_and_reports_success() {
+        let table = vtable::<Reloader>();
+        let instance = instance(&table);
+        assert_eq!(user(&table, instance), r#"{"kind":"user","id":"after-0"}"#);
+        assert_eq!(
+            reload_through(&table, instance, r#"{"x":"ok"}"#),
+            (status::OK, String::new())
+        );
+        assert_eq!(user(&table, instance), r#"{"kind":"user","id":"after-1"}"#);
+        // SAFETY: the instance came from `init::<Reloader>` and is used no more.
+        let plugin = unsafe { &*instance.cast::<Reloader>() };
+        assert_eq!(
+            *plugin.seen.lock().unwrap_or_else(|e| e.into_inner()),
+            vec![r#"{"x":"ok"}"#.to_owned()]
+        );
+        // SAFETY: destroyed once, nothing in flight.
+        unsafe { table.destroy.expect("destroy")(instance) };
+    }
+
+    #[test]
+    fn a_failed_reload_is_an_error_with_the_plugins_message() {
+        let table = vtable::<Reloader>();
+        let instance = instance(&table);
+        assert_eq!(
+            reload_through(&table, instance, r#"{"x":"fail"}"#),
+            (status::ERROR, "the bundle is gone".to_owned())
+        );
+        assert_eq!(user(&table, instance), r#"{"kind":"user","id":"after-0"}"#);
+        // SAFETY: destroyed once, nothing in flight.
+        unsafe { table.destroy.expect("destroy")(instance) };
+    }
+
+    #[test]
+    fn a_panicking_reload_is_caught_and_the_instance_keeps_serving() {
+        let table = vtable::<Reloader>();
+        let instance = instance(&table);
+        let (code, message) = reload_through(&table, instance, r#"{"x":"panic"}"#);
+        assert_eq!(code, status::PANIC);
+        assert!(
+            message.starts_with("reload panicked: asked to panic in reload (at "),
+            "{message}"
+        );
+        assert_eq!(user(&table, instance), r#"{"kind":"user","id":"after-0"}"#);
+        assert_eq!(
+            reload_through(&table, instance, "{}"),
+            (status::OK, String::new())
+        );
+        // SAFETY: destroyed once, nothing in flight.
+        unsafe { table.destroy.expect("destroy")(instance) };
+    }
+
+    #[test]
+    fn reload_refuses_bad_arguments_without_touching_the_instance() {
+        let table = vtable::<Reloader>();
+        let reload = table.reload.expect("a reload function");
+        // SAFETY: a null out-pointer is checked before anything else.
+        let code = unsafe { reload(core::ptr::null(), CgStr::ABSENT, core::ptr::null_mut()) };
+        assert_eq!(code, status::ERROR);
+        assert_eq!(
+            reload_through(&table, core::ptr::null(), "{}"),
+            (status::ERROR, "instance is null".to_owned())
+        );
+        let instance = instance(&table);
+        let invalid = [0xffu8, 0xfe];
+        let mut error = CgBuf::EMPTY;
+        // SAFETY: as in `reload_through`.
+        let code = unsafe { reload(instance, CgStr::from_bytes(&invalid), &mut error) };
+        assert_eq!(code, status::ERROR);
+        // SAFETY: the buffer came from this plugin and is returned once.
+        unsafe { table.free_buf.expect("free_buf")(error) };
+        assert_eq!(user(&table, instance), r#"{"kind":"user","id":"after-0"}"#);
+        // SAFETY: destroyed once, nothing in flight.
+        unsafe { table.destroy.expect("destroy")(instance) };
+    }
+
+    #[test]
+    fn reloads_without_an_implementation_say_so() {
+        let table = vtable::<Forgetful>();
+        let instance = instance(&table);
+        let (code, message) = reload_through(&table, instance, "{}");
+        assert_eq!(code, status::ERROR);
+        assert!(message.contains("reload() is not implemented"), "{message}");
+        // SAFETY: destroyed once, nothing in flight.
+        unsafe { table.destroy.expect("destroy")(instance) };
+    }
 }

@@ -34,7 +34,7 @@
 //! | data | allocated by | valid until | released by |
 //! |---|---|---|---|
 //! | [`CgHost`] and its `context` | host | the end of the process | nobody |
-//! | `config_json` passed to `init` | host | `init` returns | host |
+//! | `config_json` passed to `init` or `reload` | host | the call returns | host |
 //! | [`CgAuthRequest`] and everything it points to | host | `authenticate` returns | host |
 //! | `*out` / `*out_error` buffers ([`CgBuf`]) | plugin | the host hands it to `free_buf` | plugin's `free_buf`, called by the host exactly once |
 //! | the instance returned by `init` | plugin | `destroy` | plugin's `destroy`, called by the host at most once |
@@ -66,7 +66,7 @@ pub const ENTRY_SYMBOL: &CStr = c"container_gateway_auth_plugin_v1";
 /// null if the plugin cannot provide one); calling it has no other effect.
 pub type EntryFn = unsafe extern "C" fn() -> *const CgAuthPluginV1;
 
-/// Status codes returned by `init` and `authenticate`. Zero is deliberately not
+/// Status codes returned by `init`, `authenticate` and `reload`. Zero is deliberately not
 /// a status, so a zeroed or forgotten return value reads as garbage, never as
 /// a decision.
 pub mod status {
@@ -82,13 +82,15 @@ pub mod status {
     /// `authenticate`: not this plugin's business; the next one is asked.
     /// `*out` should stay empty.
     pub const ABSTAIN: u32 = 4;
-    /// `init` or `authenticate` failed; the out buffer may hold a UTF-8
-    /// message. A failed request fails closed (HTTP 503).
+    /// `init`, `authenticate` or `reload` failed; the out buffer may hold a
+    /// UTF-8 message. A failed request fails closed (HTTP 503); a failed
+    /// reload leaves the instance as it was.
     pub const ERROR: u32 = 5;
     /// Like [`ERROR`], reporting that the plugin caught a panic (or crash of
     /// its own runtime) instead of letting it cross the boundary.
     pub const PANIC: u32 = 6;
-    /// `init` succeeded and `*out_instance` is set.
+    /// `init` succeeded and `*out_instance` is set; or `reload` succeeded
+    /// and the new state is in service.
     pub const OK: u32 = 7;
 
     /// A readable name for logs.
@@ -235,8 +237,9 @@ pub struct CgAuthRequest {
 /// size it knows (so the table can grow by appending).
 ///
 /// Threading: `authenticate` may be called concurrently, from many threads, on
-/// one instance. `init` and `destroy` are never concurrent with anything on
-/// the same instance.
+/// one instance, also while `reload` runs on it (see
+/// [`CgAuthPluginV1::reload`]). `init` and `destroy` are never concurrent with
+/// anything on the same instance.
 #[repr(C)]
 #[derive(Debug)]
 pub struct CgAuthPluginV1 {
@@ -277,11 +280,45 @@ pub struct CgAuthPluginV1 {
     pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
     /// Appended in 1.1: [`flags`] bits. Unknown bits are ignored.
     pub flags: u64,
+    /// Appended in 1.2, optional: re-read what the instance loaded from
+    /// outside its configuration (CA bundles, key files, ...), on SIGHUP.
+    /// Null, or a table too small to hold it, means the plugin does not
+    /// reload and keeps what `init` loaded.
+    ///
+    /// `config_json` is the document `init` got, byte for byte, borrowed for
+    /// the call. Return [`status::OK`] once the new state is in service, or
+    /// [`status::ERROR`] / [`status::PANIC`] with a UTF-8 message in
+    /// `*out_error`, having kept the previous state whole: a failed reload
+    /// must leave the instance serving exactly as before. The host
+    /// initialises `*out_error` to [`CgBuf::EMPTY`] and frees whatever it
+    /// holds afterwards, whatever the status.
+    ///
+    /// Threading: `authenticate` calls on the same instance may be in flight
+    /// on other threads while `reload` runs, and new ones may start. The
+    /// plugin switches from the old to the new state atomically (each
+    /// `authenticate` sees one or the other, whole, and every call that
+    /// starts after `reload` returned sees the new one) and, if it declares
+    /// [`flags::NON_BLOCKING`], does its I/O without holding anything
+    /// `authenticate` waits for. The host never runs two `reload` calls on one
+    /// instance at once, nor `reload` concurrently with `init` or `destroy` of
+    /// it. It calls `reload` on a thread that serves no requests, so the call
+    /// may block on files; the gateway does not time it out, and a further
+    /// reload waits for it.
+    pub reload: Option<
+        unsafe extern "C" fn(
+            instance: *const c_void,
+            config_json: CgStr,
+            out_error: *mut CgBuf,
+        ) -> u32,
+    >,
 }
 
 /// The size of the first version-1 table, before any appended field: the
 /// smallest `struct_size` a host accepts.
 pub const V1_BASE_SIZE: usize = core::mem::offset_of!(CgAuthPluginV1, flags);
+
+/// The size of a 1.1 table (with `flags`, before `reload` was appended).
+pub const V1_1_SIZE: usize = core::mem::offset_of!(CgAuthPluginV1, reload);
 
 /// Bits of [`CgAuthPluginV1::flags`].
 pub mod flags {
@@ -328,9 +365,11 @@ const _: () = {
     assert!(offset_of!(CgAuthRequest, method) == 56);
     assert!(offset_of!(CgAuthRequest, path) == 72);
     assert!(offset_of!(CgAuthRequest, peer) == 88);
-    assert!(size_of::<CgAuthPluginV1>() == 56);
+    assert!(size_of::<CgAuthPluginV1>() == 64);
     assert!(V1_BASE_SIZE == 48);
+    assert!(V1_1_SIZE == 56);
     assert!(offset_of!(CgAuthPluginV1, flags) == 48);
+    assert!(offset_of!(CgAuthPluginV1, reload) == 56);
     assert!(offset_of!(CgAuthPluginV1, name) == 8);
     assert!(offset_of!(CgAuthPluginV1, init) == 16);
     assert!(offset_of!(CgAuthPluginV1, authenticate) == 24);

@@ -30,6 +30,23 @@ pub trait AuthPlugin: Sized + Send + Sync + 'static {
 
     /// Decide one request.
     fn authenticate(&self, request: &Request<'_>) -> Decision;
+
+    /// Whether the plugin implements [`AuthPlugin::reload`]. Only then does
+    /// its table carry a `reload` function; otherwise the host reports that
+    /// the plugin does not reload, and it keeps what `init` loaded.
+    const RELOADS: bool = false;
+
+    /// Re-read what `init` loaded from outside the configuration (files), on
+    /// the gateway's SIGHUP; `config_json` is the same document `init` got.
+    /// Called through `&self` while `authenticate` runs on other threads:
+    /// switch to the new state atomically, and on `Err` keep the old one
+    /// whole (see [`crate::CgAuthPluginV1::reload`] for the whole contract).
+    /// Never called concurrently with itself. Only used when
+    /// [`AuthPlugin::RELOADS`] is `true`.
+    fn reload(&self, config_json: &str) -> Result<(), String> {
+        let _ = config_json;
+        Err("RELOADS is set but reload() is not implemented".to_owned())
+    }
 }
 
 /// Who a request is from.

@@ -1,13 +1,27 @@
 //! Judging one client certificate against the configured CA bundle.
 //!
 //! Deliberately narrow: the checks a subscription certificate must pass (chain
-//! to a trusted CA, validity, CA flags on issuers, a CN) and nothing that would
-//! reject what Candlepin issues (no SAN or key-usage requirements; an
-//! extendedKeyUsage, when present, must allow clientAuth, which Candlepin's does).
+//! to a trusted CA, validity, CA flags on issuers, a CN, one of the two kinds
+//! below) and nothing that would reject what Candlepin issues (no SAN or
+//! key-usage requirements; an extendedKeyUsage, when present, must allow
+//! clientAuth, which Candlepin's does).
+//!
+//! Candlepin names the consumer in the CN of both certificates a registered
+//! host holds (`CN=<consumer uuid>, O=<owner key>`; `SCACertificateGenerator`
+//! and `IdentityCertificateGenerator` build the same `DistinguishedName`), and
+//! Katello maps either to a host by that CN alone (`Cert::RhsmClient#uuid`,
+//! then `SubscriptionFacet.find_by(uuid:)`). What tells the kinds apart is the
+//! Red Hat entitlement extensions: the identity certificate has none (Candlepin's
+//! `SSLAuth` refuses any certificate that has one), the content access
+//! certificate has all three, with type `OrgLevel`. Other certificates from the
+//! same CA carry the CN of something that is not a consumer: a pool
+//! entitlement (type `Basic`, CN = entitlement id) or an anonymous cloud
+//! consumer (type `basic`). Those, and anything with only some of the
+//! extensions, are refused rather than looked up as a host.
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
-use x509_parser::oid_registry::{OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA};
+use x509_parser::oid_registry::{OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, Oid};
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 
@@ -43,13 +57,92 @@ impl Anchor {
     }
 }
 
-/// A verified certificate: who it names and when the whole path that vouches
-/// for it is valid (UNIX seconds, inclusive).
+/// A verified certificate: who it names, what kind of subscription
+/// certificate it is, and when the whole path that vouches for it is valid
+/// (UNIX seconds, inclusive).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub cn: String,
+    pub kind: Kind,
     pub not_before: i64,
     pub not_after: i64,
+}
+
+/// The two Candlepin certificates that name a consumer in their CN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `/etc/pki/consumer/cert.pem`: no entitlement extensions.
+    ConsumerIdentity,
+    /// `/etc/pki/entitlement/<serial>.pem` under simple content access, which
+    /// Katello's host setup links into `/etc/containers/certs.d/<capsule>/`.
+    ContentAccess,
+}
+
+impl Kind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::ConsumerIdentity => "consumer identity certificate",
+            Kind::ContentAccess => "content access certificate",
+        }
+    }
+}
+
+/// `1.3.6.1.4.1.2312.9.6`, the entitlement certificate version ("3.4").
+const RH_ENTITLEMENT_VERSION: &[u64] = &[1, 3, 6, 1, 4, 1, 2312, 9, 6];
+/// `1.3.6.1.4.1.2312.9.7`, the compressed content payload.
+const RH_ENTITLEMENT_DATA: &[u64] = &[1, 3, 6, 1, 4, 1, 2312, 9, 7];
+/// `1.3.6.1.4.1.2312.9.8`, the entitlement type.
+const RH_ENTITLEMENT_TYPE: &[u64] = &[1, 3, 6, 1, 4, 1, 2312, 9, 8];
+/// The type Candlepin gives the content access certificate.
+const CONTENT_ACCESS_TYPE: &str = "OrgLevel";
+/// ASN.1 UTF8String, the only string type Candlepin writes into its extensions.
+const TAG_UTF8_STRING: u8 = 0x0c;
+
+/// The raw value of the one extension with OID `arcs`; two of them is an error.
+fn rh_extension<'a>(
+    cert: &'a X509Certificate<'_>,
+    arcs: &[u64],
+) -> Result<Option<&'a [u8]>, String> {
+    let oid = Oid::from(arcs).map_err(|_| "internal error: bad OID".to_owned())?;
+    match cert.get_extension_unique(&oid) {
+        Ok(ext) => Ok(ext.map(|e| e.value)),
+        Err(_) => Err(format!("extension {oid} appears more than once")),
+    }
+}
+
+/// The text of a DER UTF8String that is the whole of `value`.
+fn utf8_string(value: &[u8]) -> Option<&str> {
+    let (&tag, rest) = value.split_first()?;
+    let (&len, body) = rest.split_first()?;
+    // Short-form length only: every type Candlepin writes is a short word.
+    if tag != TAG_UTF8_STRING || len >= 0x80 || body.len() != usize::from(len) {
+        return None;
+    }
+    std::str::from_utf8(body).ok()
+}
+
+/// Which of the two consumer certificates `cert` is, or why it is neither.
+fn kind(cert: &X509Certificate<'_>) -> Result<Kind, String> {
+    let version = rh_extension(cert, RH_ENTITLEMENT_VERSION)?;
+    let data = rh_extension(cert, RH_ENTITLEMENT_DATA)?;
+    let entitlement_type = rh_extension(cert, RH_ENTITLEMENT_TYPE)?;
+    match (version, data, entitlement_type) {
+        (None, None, None) => Ok(Kind::ConsumerIdentity),
+        (Some(_), Some(_), Some(t)) => match utf8_string(t) {
+            Some(CONTENT_ACCESS_TYPE) => Ok(Kind::ContentAccess),
+            // A pool entitlement's CN is the entitlement's id, an anonymous
+            // cloud consumer's is not a registered host: neither may be
+            // looked up as one.
+            Some(other) => Err(format!(
+                "an entitlement certificate of type {other:?}, not a consumer identity or content access ({CONTENT_ACCESS_TYPE}) certificate"
+            )),
+            None => Err("entitlement type extension is not a UTF8String".to_owned()),
+        },
+        _ => Err(
+            "some but not all of the entitlement extensions (1.3.6.1.4.1.2312.9.6, .7, .8): neither a consumer identity nor a content access certificate"
+                .to_owned(),
+        ),
+    }
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
@@ -145,7 +238,7 @@ fn check_issuer(cert: &X509Certificate<'_>, what: &str, below: usize) -> Result<
     }
 }
 
-fn check_leaf(cert: &X509Certificate<'_>) -> Result<String, String> {
+fn check_leaf(cert: &X509Certificate<'_>) -> Result<(String, Kind), String> {
     match cert.basic_constraints() {
         Ok(Some(bc)) if bc.value.ca => {
             return Err("certificate is a CA (basicConstraints CA:TRUE)".to_owned());
@@ -163,14 +256,15 @@ fn check_leaf(cert: &X509Certificate<'_>) -> Result<String, String> {
     let Some(cn) = cert.subject().iter_common_name().next() else {
         return Err(format!("subject {} has no CN", cert.subject()));
     };
-    match cn.as_str() {
-        Ok("") => Err("subject CN is empty".to_owned()),
+    let cn = match cn.as_str() {
+        Ok("") => return Err("subject CN is empty".to_owned()),
         Ok(cn) if cn.chars().any(char::is_control) => {
-            Err("subject CN holds control characters".to_owned())
+            return Err("subject CN holds control characters".to_owned());
         }
-        Ok(cn) => Ok(cn.to_owned()),
-        Err(_) => Err("subject CN is not a text string".to_owned()),
-    }
+        Ok(cn) => cn.to_owned(),
+        Err(_) => return Err("subject CN is not a text string".to_owned()),
+    };
+    Ok((cn, kind(cert)?))
 }
 
 fn narrow(window: &mut (i64, i64), cert: &X509Certificate<'_>) {
@@ -188,7 +282,7 @@ pub fn verify<'a>(
 ) -> Result<Verified, String> {
     let leaf = parse(leaf)?;
     check_common(&leaf, "certificate", now)?;
-    let cn = check_leaf(&leaf)?;
+    let (cn, kind) = check_leaf(&leaf)?;
     let mut window = (
         leaf.validity().not_before.timestamp(),
         leaf.validity().not_after.timestamp(),
@@ -218,6 +312,7 @@ pub fn verify<'a>(
                     narrow(&mut window, anchor);
                     return Ok(Verified {
                         cn,
+                        kind,
                         not_before: window.0,
                         not_after: window.1,
                     });
@@ -255,4 +350,118 @@ pub fn verify<'a>(
     Err(format!(
         "no trusted CA within {MAX_INTERMEDIATES_IN_PATH} intermediates"
     ))
+}
+
+#[cfg(test)]
+mod kind_tests {
+    //! Which certificates name a host: Candlepin's two consumer certificates,
+    //! told apart by the entitlement extensions, and nothing else from its CA.
+
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, CustomExtension, DnType, IsCa,
+        KeyPair,
+    };
+
+    const UUID: &str = "5a1c2f0e-7d3b-4c9a-8e6f-1b2d3c4e5f60";
+
+    fn utf8(text: &str) -> Vec<u8> {
+        let mut out = vec![TAG_UTF8_STRING, text.len() as u8];
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    fn ext(arcs: &[u64], value: Vec<u8>) -> CustomExtension {
+        CustomExtension::from_oid_content(arcs, value)
+    }
+
+    /// The three extensions of an entitlement certificate of type `ty`.
+    fn entitlement(ty: &str) -> Vec<CustomExtension> {
+        vec![
+            ext(RH_ENTITLEMENT_VERSION, utf8("3.4")),
+            ext(RH_ENTITLEMENT_TYPE, utf8(ty)),
+            // An OCTET STRING holding a zlib header and a little more.
+            ext(RH_ENTITLEMENT_DATA, vec![0x04, 4, 0x78, 0xda, 0x01, 0x02]),
+        ]
+    }
+
+    fn verify_with(cn: &str, extensions: Vec<CustomExtension>) -> Result<Verified, String> {
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name
+            .push(DnType::CommonName, "Katello Default CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA signs");
+        let mut leaf = CertificateParams::default();
+        leaf.distinguished_name
+            .push(DnType::OrganizationName, "Default_Organization");
+        leaf.distinguished_name.push(DnType::CommonName, cn);
+        leaf.custom_extensions = extensions;
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf.signed_by(&key, &ca).expect("leaf signs");
+        let anchor = Anchor::new(ca.der().to_vec()).expect("anchor");
+        verify(cert.der(), std::iter::empty(), &[anchor], ASN1Time::now())
+    }
+
+    #[test]
+    fn identity_and_content_access_certificates_name_the_consumer() {
+        let identity = verify_with(UUID, Vec::new()).expect("identity certificate");
+        assert_eq!(
+            (identity.cn.as_str(), identity.kind),
+            (UUID, Kind::ConsumerIdentity)
+        );
+        let sca = verify_with(UUID, entitlement("OrgLevel")).expect("content access");
+        assert_eq!((sca.cn.as_str(), sca.kind), (UUID, Kind::ContentAccess));
+    }
+
+    #[test]
+    fn other_entitlement_certificates_are_refused() {
+        for ty in ["Basic", "basic", "orglevel", "OrgLevel ", ""] {
+            let err = verify_with(UUID, entitlement(ty)).expect_err(ty);
+            assert!(
+                err.contains("entitlement certificate of type"),
+                "{ty}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn some_of_the_extensions_are_refused() {
+        let all = entitlement("OrgLevel");
+        for missing in 0..all.len() {
+            let some: Vec<CustomExtension> = entitlement("OrgLevel")
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| *i != missing)
+                .map(|(_, e)| e)
+                .collect();
+            let err = verify_with(UUID, some).expect_err("two of three");
+            assert!(err.contains("some but not all"), "{err}");
+        }
+        let only_data = vec![ext(RH_ENTITLEMENT_DATA, vec![0x04, 0])];
+        assert!(verify_with(UUID, only_data).is_err());
+    }
+
+    #[test]
+    fn a_type_that_is_not_a_utf8_string_is_refused() {
+        let mut exts = entitlement("OrgLevel");
+        // PrintableString "OrgLevel": the same letters, not what Candlepin writes.
+        let mut printable = utf8("OrgLevel");
+        printable[0] = 0x13;
+        exts[1] = ext(RH_ENTITLEMENT_TYPE, printable);
+        let err = verify_with(UUID, exts).expect_err("PrintableString");
+        assert!(err.contains("not a UTF8String"), "{err}");
+        let mut trailing = entitlement("OrgLevel");
+        let mut long = utf8("OrgLevel");
+        long.push(0);
+        trailing[1] = ext(RH_ENTITLEMENT_TYPE, long);
+        assert!(verify_with(UUID, trailing).is_err());
+    }
+
+    #[test]
+    fn a_repeated_extension_is_refused() {
+        let mut exts = entitlement("OrgLevel");
+        exts.push(ext(RH_ENTITLEMENT_TYPE, utf8("OrgLevel")));
+        assert!(verify_with(UUID, exts).is_err());
+    }
 }

@@ -33,7 +33,8 @@ static void destroy(void *inst) { (void)inst; }
 static const cg_auth_plugin_v1 TABLE = {
     CG_AUTH_ABI_VERSION, sizeof(cg_auth_plugin_v1), "c-example",
     init, authenticate, free_buf, destroy,
-    0, /* flags: CG_AUTH_FLAG_NON_BLOCKING would let the gateway call it inline */
+    0,    /* flags: CG_AUTH_FLAG_NON_BLOCKING would let the gateway call it inline */
+    NULL, /* reload: nothing to re-read on SIGHUP */
 };
 
 const cg_auth_plugin_v1 *container_gateway_auth_plugin_v1(void) { return &TABLE; }

@@ -10,11 +10,24 @@
 //! * `FLATPAK_USER_DIR`, `FLATPAK_SYSTEM_DIR`, `FLATPAK_CONFIG_DIR`, `HOME` and
 //!   every `XDG_*` directory are under the temporary directory; commands get a clean
 //!   environment (see [`super::Cmd`]).
-//! * A private session bus (`dbus-daemon --session --nofork`, started with
-//!   `XDG_RUNTIME_DIR` already set, so the authenticator reads
+//! * A private session bus (`dbus-daemon --nofork` with its own configuration,
+//!   started with `XDG_RUNTIME_DIR` already set, so the authenticator reads
 //!   `$XDG_RUNTIME_DIR/containers/auth.json`) is required for installs from OCI
-//!   remotes. On drop the processes it spawned and the bus itself are killed by PID.
+//!   remotes. It can activate one service, `flatpak-oci-authenticator`, and
+//!   nothing else: a stock session bus activates every service the machine has in
+//!   `/usr/share/dbus-1/services`, and with xdg-desktop-portal installed (a
+//!   recommended package of flatpak) `flatpak run` activates the document portal,
+//!   which FUSE-mounts `$XDG_RUNTIME_DIR/doc` in the bus's mount namespace, where
+//!   no flatpak command can see it; bwrap then fails with `Can't find source
+//!   path .../doc/by-app/<app>`. Without the service, flatpak runs the app without
+//!   the portal. On drop the processes it spawned and the bus itself are killed by PID.
 //! * [`IndexRelay`] serves a fixed index body on plain HTTP (see its docs).
+//! * [`Client`]: which flatpak an environment drives, Debian's on `PATH` or a
+//!   build in its own prefix (flatpak >= 1.16 from `tests/e2e/flatpak-116.sh`),
+//!   with that build's own authenticator. Flatpak >= 1.16 presents the client
+//!   certificate of `$XDG_CONFIG_HOME/containers/certs.d/<host:port>/` and then
+//!   of `$FLATPAK_SYSTEM_CERTS_D` (default `/etc/containers/certs.d:/etc/docker/certs.d`);
+//!   the latter is set to an empty private directory, so the machine's are never read.
 
 use std::ffi::OsString;
 use std::io;
@@ -33,6 +46,55 @@ use crate::harness::{ServerThread, any_loopback_port};
 
 /// The system bundle libcurl-gnutls reads.
 pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The one D-Bus service the private bus may activate: it fetches registry
+/// tokens for installs from OCI remotes.
+pub const AUTHENTICATOR: &str = "org.flatpak.Authenticator.Oci";
+const AUTHENTICATOR_SERVICE: &str = "org.flatpak.Authenticator.Oci.service";
+
+/// Where D-Bus looks for session services (`XDG_DATA_DIRS` defaults).
+const SERVICE_DIRS: [&str; 2] = [
+    "/usr/local/share/dbus-1/services",
+    "/usr/share/dbus-1/services",
+];
+
+/// The authenticator's service file as the flatpak package installs it.
+pub fn authenticator_service() -> Result<PathBuf, String> {
+    SERVICE_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(AUTHENTICATOR_SERVICE))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no {AUTHENTICATOR_SERVICE} in {} (the flatpak package installs it)",
+                SERVICE_DIRS.join(" or ")
+            )
+        })
+}
+
+/// A session bus whose only service directory is `services`: nothing of the
+/// machine's (portals, accessibility bus, flatpak-session-helper, dconf) can be
+/// activated on it. The policy is the stock session bus's. dbus-daemon refuses a
+/// configuration without `<listen>`; the `--address` it is started with replaces it.
+fn bus_config(services: &Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>unix:tmpdir=/tmp</listen>
+  <servicedir>{}</servicedir>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+        services.display()
+    )
+}
 
 /// Binds `$1` over the system bundle, then runs the rest.
 const BIND_AND_EXEC: &str =
@@ -79,13 +141,15 @@ fn unshare_args() -> Result<&'static [&'static str], String> {
     .clone()
 }
 
-/// Whether flatpak can be made to trust the test CA without touching the system store.
+/// Whether flatpak can be made to trust the test CA without touching the system
+/// store, and the authenticator can be offered on the private bus.
 pub fn ca_namespace_works() -> Result<(), String> {
+    authenticator_service()?;
     unshare_args().map(|_| ())
 }
 
 /// Wrap `program args...` so that it runs with `bundle` as the system CA bundle.
-fn in_ca_namespace(bundle: &Path, program: &str) -> Cmd {
+fn in_ca_namespace(bundle: &Path, program: impl AsRef<std::ffi::OsStr>) -> Cmd {
     let args = unshare_args().unwrap_or_else(|e| panic!("{e}"));
     Cmd::new("unshare")
         .args(args)
@@ -94,8 +158,43 @@ fn in_ca_namespace(bundle: &Path, program: &str) -> Cmd {
         .arg(program)
 }
 
+/// A flatpak client: its executable and the service file of its
+/// `flatpak-oci-authenticator` (whose `Exec=` names that build's own).
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub program: PathBuf,
+    pub authenticator_service: PathBuf,
+}
+
+impl Client {
+    /// The flatpak on `PATH` (Debian's) and the service file its package installs.
+    pub fn system() -> Result<Client, String> {
+        Ok(Client {
+            program: PathBuf::from("flatpak"),
+            authenticator_service: authenticator_service()?,
+        })
+    }
+
+    /// A build installed with `--prefix=<prefix>`.
+    pub fn in_prefix(prefix: &Path) -> Result<Client, String> {
+        let client = Client {
+            program: prefix.join("bin/flatpak"),
+            authenticator_service: prefix
+                .join("share/dbus-1/services")
+                .join(AUTHENTICATOR_SERVICE),
+        };
+        for p in [&client.program, &client.authenticator_service] {
+            if !p.is_file() {
+                return Err(format!("{} is missing", p.display()));
+            }
+        }
+        Ok(client)
+    }
+}
+
 /// Flatpak state, a CA bundle and a private session bus in a temporary directory.
 pub struct FlatpakEnv {
+    client: Client,
     dir: tempfile::TempDir,
     bundle: PathBuf,
     vars: Vec<(OsString, OsString)>,
@@ -105,6 +204,11 @@ pub struct FlatpakEnv {
 impl FlatpakEnv {
     /// Trust `ca_pem` (on top of the system bundle) and start the session bus.
     pub fn new(ca_pem: &str) -> FlatpakEnv {
+        FlatpakEnv::with_client(ca_pem, Client::system().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// [`FlatpakEnv::new`] driving `client`.
+    pub fn with_client(ca_pem: &str, client: Client) -> FlatpakEnv {
         let dir = tempfile::Builder::new()
             .prefix("cg-e2e-flatpak-")
             .tempdir()
@@ -134,6 +238,7 @@ impl FlatpakEnv {
         set("XDG_CONFIG_HOME", root.join("xdg/config"));
         set("XDG_RUNTIME_DIR", runtime);
         set("TMPDIR", root.join("tmp"));
+        set("FLATPAK_SYSTEM_CERTS_D", root.join("system-certs.d"));
         let socket = root.join("bus.sock");
         vars.push((
             "DBUS_SESSION_BUS_ADDRESS".into(),
@@ -142,6 +247,7 @@ impl FlatpakEnv {
         vars.push(("GSETTINGS_BACKEND".into(), "memory".into()));
         vars.push(("GIO_USE_VFS".into(), "local".into()));
         let mut env = FlatpakEnv {
+            client,
             dir,
             bundle,
             vars,
@@ -153,9 +259,15 @@ impl FlatpakEnv {
 
     /// The private session bus, in the CA namespace, started by PID.
     fn start_bus(&mut self, socket: &Path) {
+        let root = self.dir.path();
+        let service = self.client.authenticator_service.clone();
+        let services = mkdir(&root.join("dbus-services"));
+        std::fs::copy(&service, services.join(AUTHENTICATOR_SERVICE))
+            .unwrap_or_else(|e| panic!("{}: {e}", service.display()));
+        let config = write(&root.join("bus.conf"), bus_config(&services));
         let child = in_ca_namespace(&self.bundle, "dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
             .args([
-                "--session".to_owned(),
                 "--nofork".to_owned(),
                 "--nopidfile".to_owned(),
                 format!("--address=unix:path={}", socket.display()),
@@ -178,7 +290,7 @@ impl FlatpakEnv {
 
     /// `flatpak <args>` in this environment (in the CA namespace; 120 s deadline).
     pub fn flatpak(&self, args: &[&str]) -> Cmd {
-        in_ca_namespace(&self.bundle, "flatpak")
+        in_ca_namespace(&self.bundle, &self.client.program)
             .args(args)
             .envs(&self.vars)
             .cwd(self.dir.path())
@@ -206,6 +318,15 @@ impl FlatpakEnv {
             .unwrap_or_else(|| panic!("{name} is not set"))
     }
 
+    /// Where flatpak >= 1.16 looks first for the client certificate
+    /// (`*.cert` + `*.key`) and CA (`*.crt`) it uses for `host_port`:
+    /// `$XDG_CONFIG_HOME/containers/certs.d/<host:port>`.
+    pub fn certs_d(&self, host_port: &str) -> PathBuf {
+        self.var_path("XDG_CONFIG_HOME")
+            .join("containers/certs.d")
+            .join(host_port)
+    }
+
     /// Where flatpak keeps a remote's cached index (`<remote>.index.gz`, ...).
     pub fn index_cache(&self, remote: &str) -> Vec<PathBuf> {
         let dir = self.var_path("FLATPAK_USER_DIR").join("oci");
@@ -224,6 +345,21 @@ impl FlatpakEnv {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The services the private bus has activated so far, from its log
+    /// (`Activating service name='...'`), in order, without repeats.
+    pub fn activated_services(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("dbus.log")).unwrap_or_default();
+        let mut out: Vec<String> = Vec::new();
+        for rest in log.split("Activating service name='").skip(1) {
+            if let Some(name) = rest.split('\'').next()
+                && !out.iter().any(|n| n == name)
+            {
+                out.push(name.to_owned());
+            }
+        }
+        out
     }
 
     /// Stop the bus and everything it started (the authenticator), by PID.

@@ -13,7 +13,8 @@
 //!
 //! * [`ready`]: checks the tools ([`ALL_TOOLS`]: `skopeo`, `podman`, `flatpak`,
 //!   `docker-registry`, `ostree`, `dbus-daemon`, `gcc`, `unshare`, `curl`) and, for flatpak, that a private mount
-//!   namespace can be made (the test CA is bind-mounted over the system bundle there).
+//!   namespace can be made (the test CA is bind-mounted over the system bundle there)
+//!   and that flatpak's `org.flatpak.Authenticator.Oci` D-Bus service file exists.
 //!   When something is missing it writes `SKIPPED: ...` straight to stderr (visible
 //!   even under the test harness' capture) and returns false; with
 //!   `CG_REQUIRE_E2E=1` it panics instead.

@@ -187,3 +187,22 @@ pub fn stored_users(gateway: &gateway_tests::harness::Gateway) -> Vec<String> {
         .map(|u| u.as_str().expect("logins are strings").to_owned())
         .collect()
 }
+
+/// The admin listener's `/metrics` body (the gateway was started with it on).
+pub fn scrape_metrics(gateway: &gateway_tests::harness::Gateway) -> String {
+    let admin = gateway.admin_url().expect("the admin listener is on");
+    let r = gateway_tests::client::Curl::new(&admin).get("/metrics");
+    assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
+    r.text()
+}
+
+/// The value of one series (`name{labels}`) in a `/metrics` body, 0 when absent.
+pub fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}

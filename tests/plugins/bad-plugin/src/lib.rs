@@ -222,10 +222,26 @@ unsafe extern "C" fn destroy(instance: *mut c_void) {
     }
 }
 
+/// Lies past the table's declared size, so the host must never call it: a
+/// plugin built before `reload` was appended has whatever follows its table
+/// there. If it is called anyway, the reload fails with this message.
+unsafe extern "C" fn reload(
+    _instance: *const c_void,
+    _config: CgStr,
+    out_error: *mut CgBuf,
+) -> u32 {
+    if !out_error.is_null() {
+        // SAFETY: checked non-null; the host passes a writable out-pointer.
+        unsafe { out_error.write(buf("bad-plugin: reload read beyond struct_size")) };
+    }
+    status::ERROR
+}
+
 static TABLE: CgAuthPluginV1 = CgAuthPluginV1 {
     abi_version: ABI_VERSION,
     // Declares the first v1 table's size, as a plugin built before `flags`
-    // was appended does: the host must load it and read no flags.
+    // was appended does: the host must load it and read neither flags nor
+    // `reload`.
     struct_size: container_gateway_plugin_abi::V1_BASE_SIZE as u32,
     name: c"bad-plugin".as_ptr(),
     init: Some(init),
@@ -233,6 +249,7 @@ static TABLE: CgAuthPluginV1 = CgAuthPluginV1 {
     free_buf: Some(free_buf),
     destroy: Some(destroy),
     flags: container_gateway_plugin_abi::flags::NON_BLOCKING,
+    reload: Some(reload),
 };
 
 /// The entry point.

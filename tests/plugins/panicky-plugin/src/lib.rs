@@ -1,6 +1,7 @@
 //! Test plugin: panics inside `authenticate` for path `/panic` (and in `init`
-//! when the configuration holds `"panic_in_init"`), to prove panics stay on
-//! the plugin's side of the boundary and the instance keeps serving.
+//! when the configuration holds `"panic_in_init"`, and in every `reload`), to
+//! prove panics stay on the plugin's side of the boundary and the instance
+//! keeps serving.
 
 use container_gateway_plugin_abi::{AuthPlugin, Decision, Identity, Logger, Request};
 
@@ -22,6 +23,12 @@ impl AuthPlugin for Panicky {
             Some("/panic-any") => std::panic::panic_any(42_u32),
             _ => Decision::Allow(Identity::User("survivor".to_owned())),
         }
+    }
+
+    const RELOADS: bool = true;
+
+    fn reload(&self, _config_json: &str) -> Result<(), String> {
+        panic!("asked to panic in reload");
     }
 }
 

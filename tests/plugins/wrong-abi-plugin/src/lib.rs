@@ -11,6 +11,7 @@ static TABLE: CgAuthPluginV1 = CgAuthPluginV1 {
     free_buf: None,
     destroy: None,
     flags: 0,
+    reload: None,
 };
 
 /// The entry point, returning a table of the wrong version.
