@@ -474,9 +474,18 @@ jq -e -s '[.[] | .MESSAGE | strings | select(test("^ INFO access: method=GET rou
 gw_uid=$(grep '^container-gateway:' "$root/etc/passwd" | cut -d: -f3)
 jq -e -s "[.[] | select(.MESSAGE | strings | test(\"access: \")) | ._UID] | unique == [\"$gw_uid\"]" \
     "$work/journal.json" >/dev/null || fail "the access log was not written by the container-gateway user"
-echo "priorities of the gateway's ERROR and WARN lines (journald's stream default is 6):"
+echo "priorities of the gateway's ERROR and WARN lines (its <N> prefixes; the stream's default is 6):"
 jq -r -s '[.[] | select(.MESSAGE | strings | test("^ ?(ERROR|WARN) ")) | "\(.PRIORITY) \(.MESSAGE[0:90])"] | unique | .[]' \
     "$work/journal.json"
+# The refused reload above logged an ERROR: it must be stored as one (3), a
+# WARN as 4, the access log as info (6), so that `journalctl -p err` finds them.
+for level_priority in 'ERROR 3' ' WARN 4' ' INFO 6'; do
+    level=${level_priority% *} priority=${level_priority##* }
+    jq -e -s --arg l "$level" --arg p "$priority" \
+        "[.[] | $pick | select(.MESSAGE | strings | startswith(\$l + \" \") or startswith(\" \" + \$l + \" \"))
+          | .PRIORITY] | length > 0 and all(. == \$p)" "$work/journal.json" >/dev/null ||
+        fail "the gateway's $level lines are not all stored at PRIORITY=$priority"
+done
 
 # ---------------------------------------------------------------------------
 step "systemd-analyze security: the live unit, and offline"

@@ -17,6 +17,7 @@ pub mod explain;
 pub mod http;
 pub mod import;
 pub mod index;
+pub mod journal_prefix;
 pub mod lifecycle;
 pub mod management;
 pub mod migrate;

@@ -40,12 +40,18 @@ pub fn init_logging(filter: &str) -> LogFilter {
     let filter = rust_log().unwrap_or_else(|| filter.to_owned());
     let env_filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let (env_filter, handle) = reload::Layer::new(env_filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    // Under systemd, journald stamps each line itself and colours are noise.
+    // Under systemd, journald stamps each line itself, colours are noise, and
+    // a `<N>` prefix carries each line's priority.
     let fmt = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        fmt.without_time().with_ansi(false).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(crate::journal_prefix::JournalPrefix(std::io::stderr))
+            .without_time()
+            .with_ansi(false)
+            .boxed()
     } else {
-        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed()
     };
     if tracing_subscriber::registry()
