@@ -47,10 +47,14 @@ fn certificates() -> (String, Vec<u8>) {
         .collect();
     let mut ext = vec![0x04, 0x82, (payload.len() >> 8) as u8, payload.len() as u8];
     ext.extend_from_slice(&payload);
-    params.custom_extensions = vec![CustomExtension::from_oid_content(
-        &[1, 3, 6, 1, 4, 1, 2312, 9, 7],
-        ext,
-    )];
+    // A content access certificate as Candlepin issues it: version "3.4",
+    // the payload, type "OrgLevel" (UTF8Strings around the OCTET STRING).
+    let utf8 = |s: &str| [&[0x0c, s.len() as u8][..], s.as_bytes()].concat();
+    params.custom_extensions = vec![
+        CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 2312, 9, 6], utf8("3.4")),
+        CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 2312, 9, 7], ext),
+        CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 2312, 9, 8], utf8("OrgLevel")),
+    ];
     let leaf = params.signed_by(&leaf_key, &issuer).expect("leaf cert");
     (ca_cert.pem(), leaf.der().to_vec())
 }
