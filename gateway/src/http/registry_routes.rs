@@ -220,7 +220,7 @@ pub async fn dispatch(
     }
     match route {
         Route::Tags { name } => {
-            let upstream_query = tags_query(&pairs);
+            let upstream_query = forwarded_query(&pairs, TAGS_QUERY);
             let target = format!("/v2/{name}/tags/list{upstream_query}");
             let what = streamed("tags", &route, name);
             let mut resp =
@@ -239,7 +239,10 @@ pub async fn dispatch(
             relay_content(&req, &shared, &up, &target, what).await
         }
         Route::Referrers { name, digest } => {
-            let target = format!("/v2/{name}/referrers/{digest}{}", referrers_query(&pairs));
+            let target = format!(
+                "/v2/{name}/referrers/{digest}{}",
+                forwarded_query(&pairs, REFERRERS_QUERY)
+            );
             let what = streamed("referrers", &route, name);
             let resp = relay_content(&req, &shared, &up, &target, what).await;
             if resp.status() == StatusCode::NOT_FOUND {
@@ -369,29 +372,17 @@ fn catalog(view: &View, pairs: &[(String, String)], public_url: &str) -> HttpRes
     resp
 }
 
-/// Only `n` and `last` go to Pulp, re-encoded.
-fn tags_query(pairs: &[(String, String)]) -> String {
-    let kept: Vec<(&str, &str)> = pairs
-        .iter()
-        .filter(|(k, _)| k == "n" || k == "last")
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    if kept.is_empty() {
-        return String::new();
-    }
-    format!(
-        "?{}",
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(kept)
-            .finish()
-    )
-}
+/// What of a `tags/list` query goes to Pulp: pagination.
+const TAGS_QUERY: &[&str] = &["n", "last"];
+/// What of a referrers query goes to Pulp: the spec's one filter.
+const REFERRERS_QUERY: &[&str] = &["artifactType"];
 
-/// Only `artifactType` (the spec's one filter) goes to Pulp, re-encoded.
-fn referrers_query(pairs: &[(String, String)]) -> String {
+/// `?` and the pairs named in `keep`, re-encoded, for Pulp; empty when
+/// there are none.
+fn forwarded_query(pairs: &[(String, String)], keep: &[&str]) -> String {
     let kept: Vec<(&str, &str)> = pairs
         .iter()
-        .filter(|(k, _)| k == "artifactType")
+        .filter(|(k, _)| keep.contains(&k.as_str()))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     if kept.is_empty() {
@@ -422,7 +413,7 @@ fn rewrite_link(resp: &mut HttpResponse, public_url: &str, name: &str) {
     let pairs = query::pairs(query).unwrap_or_default();
     let rebuilt = format!(
         "<{public_url}/v2/{name}/tags/list{}>; rel=\"next\"",
-        tags_query(&pairs)
+        forwarded_query(&pairs, TAGS_QUERY)
     );
     match HeaderValue::from_str(&rebuilt) {
         Ok(v) => {
@@ -507,8 +498,8 @@ mod tests {
             ("x".into(), "y".into()),
             ("last".into(), "a b".into()),
         ];
-        assert_eq!(tags_query(&p), "?n=2&last=a+b");
-        assert_eq!(tags_query(&[]), "");
+        assert_eq!(forwarded_query(&p, TAGS_QUERY), "?n=2&last=a+b");
+        assert_eq!(forwarded_query(&[], TAGS_QUERY), "");
     }
 
     #[test]
@@ -518,9 +509,9 @@ mod tests {
             ("n".into(), "2".into()),
         ];
         assert_eq!(
-            referrers_query(&p),
+            forwarded_query(&p, REFERRERS_QUERY),
             "?artifactType=application%2Fvnd.x%2Bjson%3B+v%3D1"
         );
-        assert_eq!(referrers_query(&[]), "");
+        assert_eq!(forwarded_query(&[], REFERRERS_QUERY), "");
     }
 }

@@ -31,8 +31,9 @@ Exit status: 0 written; 1 cannot write the output; 3 a settings file cannot be
 read; 4 a settings file is not valid YAML; 5 a setting is missing or unusable;
 6 the output file exists (pass --force to replace it).";
 
+/// The Ruby plugin's two settings files, as `import-settings` and `migrate` read them.
 #[derive(clap::Args, Debug, Clone)]
-pub struct ImportArgs {
+pub struct SettingsFiles {
     /// foreman-proxy's settings.
     #[arg(
         long,
@@ -47,6 +48,12 @@ pub struct ImportArgs {
         default_value = "/etc/foreman-proxy/settings.d/container_gateway.yml"
     )]
     pub plugin_settings: PathBuf,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub settings: SettingsFiles,
     /// Write gateway.toml here (and the report to standard output) instead of
     /// to standard output (and the report to standard error).
     #[arg(long, short, value_name = "PATH")]
@@ -155,7 +162,11 @@ fn run_inner(args: &ImportArgs) -> Result<(), ImportError> {
         hostname: args.hostname.clone().or_else(system_hostname),
         rhsm_ca: PathBuf::from(RHSM_KATELLO_CA),
     };
-    let imported = import_files(&args.proxy_settings, &args.plugin_settings, &env)?;
+    let imported = import_files(
+        &args.settings.proxy_settings,
+        &args.settings.plugin_settings,
+        &env,
+    )?;
     let report = imported.report.render(args.output.as_deref());
     match &args.output {
         Some(path) => {

@@ -38,18 +38,8 @@ pub struct MigrateArgs {
     /// Put back every file a previous migrate changed, from its backups.
     #[arg(long)]
     pub rollback: bool,
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/etc/foreman-proxy/settings.yml"
-    )]
-    pub proxy_settings: PathBuf,
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/etc/foreman-proxy/settings.d/container_gateway.yml"
-    )]
-    pub plugin_settings: PathBuf,
+    #[command(flatten)]
+    pub settings: import::SettingsFiles,
     /// The gateway configuration to write.
     #[arg(
         long,
@@ -180,7 +170,11 @@ pub fn plan(args: &MigrateArgs) -> Result<Plan, MigrateError> {
         hostname: args.hostname.clone().or_else(system_hostname),
         rhsm_ca: PathBuf::from(RHSM_KATELLO_CA),
     };
-    let imported = import::import_files(&args.proxy_settings, &args.plugin_settings, &env)?;
+    let imported = import::import_files(
+        &args.settings.proxy_settings,
+        &args.settings.plugin_settings,
+        &env,
+    )?;
     let mut plan = Plan {
         hostname: env.hostname.clone().unwrap_or_else(|| "<this host>".into()),
         ..Plan::default()
@@ -188,7 +182,7 @@ pub fn plan(args: &MigrateArgs) -> Result<Plan, MigrateError> {
 
     // gateway.toml: the import's, with the management listener added; an
     // existing other file is the admin's and is kept unless told otherwise.
-    let proxy_ports = foreman_proxy_ports(&args.proxy_settings)?;
+    let proxy_ports = foreman_proxy_ports(&args.settings.proxy_settings)?;
     let existing = read_optional(&args.config)?;
     let imported_file = crate::config::parse(&imported.toml)
         .map_err(|p| MigrateError::Io(format!("internal error: the import does not parse: {p}")))?;

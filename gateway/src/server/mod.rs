@@ -68,6 +68,13 @@ impl Running {
     }
 }
 
+fn bind_error(addr: &SocketAddr) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Bind {
+        addr: *addr,
+        source,
+    }
+}
+
 fn tls_problem(key: &str, e: impl std::fmt::Display) -> Problems {
     Problems::one(key, e.to_string())
 }
@@ -162,42 +169,28 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     };
     let mut server = listeners::Listeners::new(&config.server, options.handle_signals);
 
+    // A listener and the address it got (port 0 picks one).
     let bind = |addr: &SocketAddr| {
-        TcpListener::bind(addr).map_err(|source| StartError::Bind {
-            addr: *addr,
-            source,
-        })
+        let listener = TcpListener::bind(addr).map_err(bind_error(addr))?;
+        let local = listener.local_addr().map_err(bind_error(addr))?;
+        Ok::<_, StartError>((listener, local))
     };
     let mut tls_addrs = Vec::new();
     if let Some(tls) = &prepared.tls {
         for addr in &config.server.listen {
-            let listener = bind(addr)?;
-            let local = listener.local_addr().map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
+            let (listener, local) = bind(addr)?;
             server = server
                 .tls(listener, (*tls.config).clone(), app.clone())
-                .map_err(|source| StartError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
+                .map_err(bind_error(addr))?;
             tls_addrs.push(local);
         }
     }
     let mut plain_addrs = Vec::new();
     for addr in &config.server.listen_plain {
-        let listener = bind(addr)?;
-        let local = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: *addr,
-            source,
-        })?;
+        let (listener, local) = bind(addr)?;
         server = server
             .plain(listener, app.clone())
-            .map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
+            .map_err(bind_error(addr))?;
         plain_addrs.push(local);
     }
     // The management listeners share the server certificate (so SIGHUP
@@ -214,17 +207,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
                 .default_service(web::to(not_found))
         };
         for addr in &config.management_listen {
-            let listener = bind(addr)?;
-            let local = listener.local_addr().map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
+            let (listener, local) = bind(addr)?;
             server = server
                 .tls(listener, (*tls.config).clone(), mgmt_app.clone())
-                .map_err(|source| StartError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
+                .map_err(bind_error(addr))?;
             management_addrs.push(local);
         }
     }
