@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::rt::time::{Instant, Sleep, sleep};
+use actix_web::rt::time::{Instant, Sleep, sleep_until};
 use bytes::Bytes;
 use futures_util::Stream;
 
@@ -63,14 +63,17 @@ pub struct IdleCut<S> {
     /// Dropped at the end or at the cut, which frees the upstream connection.
     inner: Option<S>,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Made the first time Pulp keeps the body waiting: a manifest that comes
+    /// with its head never needs one.
+    timer: Option<Pin<Box<Sleep>>>,
     /// Whether the timer runs: set by the first poll Pulp leaves pending,
     /// cleared by every chunk. Only time spent waiting on Pulp counts, so a
     /// client that reads slowly (actix then stops polling) is not Pulp's fault.
     waiting: bool,
     kind: &'static str,
     route: &'static str,
-    repository: Box<str>,
+    /// Kept only while debug logging is on: it is for the debug line alone.
+    repository: Option<Box<str>>,
 }
 
 impl<S> IdleCut<S> {
@@ -78,11 +81,11 @@ impl<S> IdleCut<S> {
         Self {
             inner: Some(inner),
             idle,
-            timer: Box::pin(sleep(idle)),
+            timer: None,
             waiting: false,
             kind: what.kind,
             route: what.route,
-            repository: what.repository.into(),
+            repository: tracing::enabled!(tracing::Level::DEBUG).then(|| what.repository.into()),
         }
     }
 
@@ -94,7 +97,9 @@ impl<S> IdleCut<S> {
             idle_secs = self.idle.as_secs(),
             "Pulp went silent in mid-body; the client's transfer is cut (pulp.stream_idle_secs)"
         );
-        tracing::debug!(kind = self.kind, repository = %self.repository, "stream cut for silence");
+        if let Some(repository) = &self.repository {
+            tracing::debug!(kind = self.kind, repository = %repository, "stream cut for silence");
+        }
         BodyError::Idle {
             kind: self.kind,
             after: self.idle,
@@ -132,12 +137,21 @@ where
                 Poll::Pending => break,
             }
         }
-        if !this.waiting {
-            this.waiting = true;
-            let deadline = Instant::now() + this.idle;
-            this.timer.as_mut().reset(deadline);
-        }
-        match this.timer.as_mut().poll(cx) {
+        let timer = match (&mut this.timer, this.waiting) {
+            (Some(timer), true) => timer,
+            (slot, _) => {
+                this.waiting = true;
+                let deadline = Instant::now() + this.idle;
+                match slot {
+                    Some(timer) => {
+                        timer.as_mut().reset(deadline);
+                        timer
+                    }
+                    None => slot.insert(Box::pin(sleep_until(deadline))),
+                }
+            }
+        };
+        match timer.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => Poll::Ready(Some(Err(this.cut()))),
         }
