@@ -14,6 +14,7 @@ pub mod demo;
 pub mod discovery;
 pub mod entitlements;
 pub mod explain;
+pub mod files;
 pub mod http;
 pub mod import;
 pub mod index;

@@ -208,37 +208,23 @@ fn system_hostname() -> Option<String> {
 /// Write `text` to `path` whole or not at all: a temporary file beside it,
 /// renamed over it (`force`) or linked into place only if nothing is there.
 pub fn write_output(path: &Path, text: &str, force: bool) -> Result<(), ImportError> {
-    use std::os::unix::fs::PermissionsExt;
     let write_err = |e: &dyn std::fmt::Display| ImportError::Write {
         path: path.to_owned(),
         message: e.to_string(),
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".gateway.toml.")
-        .tempfile_in(dir)
-        .map_err(|e| write_err(&e))?;
-    tmp.write_all(text.as_bytes()).map_err(|e| write_err(&e))?;
     // The file names paths only, no secrets; the gateway's own user must read it.
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| write_err(&e))?;
-    tmp.as_file().sync_all().map_err(|e| write_err(&e))?;
-    let persisted = if force {
-        tmp.persist(path)
+    let existing = if force {
+        crate::files::Existing::Replace
     } else {
-        tmp.persist_noclobber(path)
+        crate::files::Existing::Keep
     };
-    persisted.map(|_| ()).map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+    crate::files::write_whole(path, text.as_bytes(), 0o644, None, existing).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
             ImportError::OutputExists {
                 path: path.to_owned(),
             }
         } else {
-            write_err(&e.error)
+            write_err(&e)
         }
     })
 }

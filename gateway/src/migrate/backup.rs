@@ -3,7 +3,6 @@
 //! exist). A file is backed up once: a second `migrate` after the installer
 //! has rewritten a vhost keeps the first backup, the state before any migrate.
 
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -136,26 +135,14 @@ pub fn write_atomic(
     mode: Option<u32>,
     owner: Option<Owner>,
 ) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cg-migrate.")
-        .tempfile_in(dir)
-        .map_err(|e| io_err(path, e))?;
-    tmp.write_all(bytes).map_err(|e| io_err(path, e))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode.unwrap_or(0o644)))
-        .map_err(|e| io_err(path, e))?;
-    if let Some(o) = owner {
-        // Only root can give a file away; as anyone else the file keeps its
-        // writer's ownership, which is then also the original's.
-        let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(o.uid), Some(o.gid));
-    }
-    tmp.as_file().sync_all().map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
-    Ok(())
+    crate::files::write_whole(
+        path,
+        bytes,
+        mode.unwrap_or(0o644),
+        owner.map(|o| (o.uid, o.gid)),
+        crate::files::Existing::Replace,
+    )
+    .map_err(|e| io_err(path, e))
 }
 
 /// What a rollback did to one file.
